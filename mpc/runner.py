@@ -1,0 +1,271 @@
+"""The closed loop: PyBullet plant, MPC controller, disturbances, logging, timing modes.
+
+``lockstep`` (deterministic): each replan is applied at the tick it was computed for; its wall
+time is measured and a deadline miss is counted when it exceeds the replan period.
+``wallclock``: the loop is paced to real time and a plan that took L sim steps of wall time to
+compute becomes active L steps late; the previous feedback law runs meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sim import BulletArm, Disturbances, LinkNotFound, Recorder, UrdfNotFound, resolve_urdf
+
+from .config import Config, dump_config
+from .controller import MPCController, SolveStatus
+from .errors import ConfigError, FrameNotFound, JointNotFound, ModelError
+from .ocp import NoTerminal, QuadraticTerminal, ReachingOCP, TerminalCost
+from .robot_model import RobotModel
+from .run_log import RunLog, atomic_write_text
+from .summary import recoveries, settle_time, solve_stats
+
+__all__ = ["ClosedLoop", "RunResult", "terminal_from_config", "build_robot"]
+
+log = logging.getLogger("vmpc")
+
+
+def terminal_from_config(cfg: Config) -> TerminalCost:
+    kind = cfg.ocp.terminal.kind
+    if kind == "none":
+        return NoTerminal()
+    if kind == "quadratic":
+        return QuadraticTerminal(cfg.ocp.terminal)
+    raise ConfigError(cfg.source, "ocp.terminal.kind",
+                      f"'{kind}' is not 'none' or 'quadratic'; learned value models are not "
+                      "supported by this version")
+
+
+def build_robot(cfg: Config) -> tuple[Path, RobotModel]:
+    """Resolve the URDF and build the Pinocchio model, mapping failures to config keys."""
+    try:
+        urdf = resolve_urdf(cfg.robot.urdf, cfg.base_dir)
+    except UrdfNotFound as exc:
+        raise ConfigError(cfg.source, "robot.urdf", str(exc)) from None
+    try:
+        robot = RobotModel(cfg.robot, urdf)
+    except FrameNotFound as exc:
+        raise ConfigError(cfg.source, "robot.ee_frame", str(exc)) from None
+    except JointNotFound as exc:
+        raise ConfigError(cfg.source, "robot.locked_joints", str(exc)) from None
+    except ModelError as exc:
+        raise ConfigError(cfg.source, "robot", str(exc)) from None
+    try:
+        robot.check_reachable(np.asarray(cfg.task.target))
+    except ModelError as exc:
+        raise ConfigError(cfg.source, "task.target", str(exc)) from None
+    return urdf, robot
+
+
+@dataclass
+class RunResult:
+    log: RunLog
+    summary: dict[str, Any]
+    pushes: np.ndarray  # rows: start, duration, link, fx, fy, fz, tx, ty, tz
+    wall_s: float
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+TickHook = Callable[["ClosedLoop", int, float], None]
+
+
+class ClosedLoop:
+    """Builds the plant, the OCP and the controller once; :meth:`run` executes the loop."""
+
+    def __init__(self, cfg: Config, *, gui: bool = False, terminal: TerminalCost | None = None,
+                 record: Path | None = None) -> None:
+        self.cfg = cfg
+        urdf, self.robot = build_robot(cfg)
+        seeds = np.random.SeedSequence(cfg.run.seed).generate_state(2)
+        mismatch = cfg.mismatch.model_copy(update={"seed": int(seeds[0]) ^ cfg.mismatch.seed})
+        try:
+            self.arm = BulletArm(cfg.robot, urdf, cfg.sim, mismatch, gui=gui)
+        except LinkNotFound as exc:
+            raise ConfigError(cfg.source, "robot.ee_frame", str(exc)) from None
+        if self.arm.joint_names != self.robot.joint_names:
+            self.arm.close()
+            raise ConfigError(cfg.source, "robot.urdf", f"joint order differs between PyBullet "
+                              f"{self.arm.joint_names} and Pinocchio {self.robot.joint_names}")
+        try:
+            rand = cfg.disturbances.random.model_copy(
+                update={"seed": int(seeds[1]) ^ cfg.disturbances.random.seed})
+            spec = cfg.disturbances.model_copy(update={"random": rand})
+            self.disturbances = Disturbances.from_spec(spec, cfg.run.duration, self.arm.link_index,
+                                                       self.arm.ee_link)
+        except LinkNotFound as exc:
+            self.arm.close()
+            raise ConfigError(cfg.source, "disturbances", str(exc)) from None
+        self.recorder = Recorder(record, cfg.sim.record_fps) if record else None
+        x0 = np.concatenate([np.asarray(cfg.robot.q0, float), np.zeros(self.robot.nq)])
+        self.ocp = ReachingOCP(self.robot, cfg.ocp, np.asarray(cfg.task.target), terminal
+                               or terminal_from_config(cfg), x0=x0, nthreads=cfg.mpc.nthreads)
+        # In wallclock mode a plan may go live late; allow it a horizon's worth of latency.
+        latency_s = cfg.ocp.horizon * cfg.ocp.dt if cfg.mpc.timing == "wallclock" else 0.0
+        self.controller = MPCController(self.ocp, cfg.mpc, self.robot.torque_limits,
+                                        cfg.sim.timestep, latency_s)
+        self.tick_hooks: list[TickHook] = []  # called at every tick boundary, before control
+        self.stop_requested = False
+
+    def close(self) -> None:
+        self.arm.close()
+
+    def __enter__(self) -> ClosedLoop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def target(self) -> np.ndarray:
+        return self.ocp.target
+
+    def set_target(self, target: np.ndarray) -> None:
+        self.ocp.set_target(target)
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self, progress: bool = True) -> RunResult:
+        cfg, arm, ctrl = self.cfg, self.arm, self.controller
+        sim_dt = arm.dt
+        n_steps = int(round(cfg.run.duration / sim_dt))
+        every = cfg.mpc.replan_every
+        period_ms = every * sim_dt * 1e3
+        wallclock = cfg.mpc.timing == "wallclock"
+        nq = self.robot.nq
+        lg = RunLog(nq, n_steps, n_steps // every + 2)
+        x, x_meas, tau = np.zeros(2 * nq), np.zeros(2 * nq), np.zeros(nq)
+        frame_every = max(1, int(round(1.0 / (cfg.sim.record_fps * sim_dt))))
+
+        arm.read_state(x[:nq], x[nq:])
+        self.start_report = ctrl.start(x.copy(), 0.0)
+        deadline_misses, activate_at = 0, -1
+        bar = _progress(cfg.run.duration, progress)
+        wall0 = time.perf_counter()
+        k = 0
+        while k < n_steps and not self.stop_requested:
+            t = k * sim_dt
+            for hook in self.tick_hooks:
+                hook(self, k, t)
+            arm.read_state(x[:nq], x[nq:])
+            x_meas[:] = x
+            arm.add_measurement_noise(x_meas)
+            if self.disturbances.update(t):
+                arm.set_wrenches(self.disturbances.wrenches())
+            if activate_at >= 0 and k >= activate_at:
+                ctrl.activate()
+                activate_at = -1
+            if k % every == 0 and activate_at < 0:
+                rep = ctrl.solve(x_meas, t)
+                j = lg.replans
+                lg.replan_t[j], lg.solve_ms[j], lg.iterations[j] = t, rep.solve_ms, rep.iterations
+                lg.cost[j], lg.status[j] = rep.cost, int(rep.status)
+                lg.replans += 1
+                if rep.solve_ms > period_ms:
+                    deadline_misses += 1
+                if rep.status != SolveStatus.OK:
+                    log.debug("t=%.3f s: solve %s", t, rep.status.name)
+                latency = int(rep.solve_ms * 1e-3 / sim_dt) if wallclock else 0
+                if latency == 0:
+                    ctrl.activate()
+                else:
+                    activate_at = k + latency
+            ctrl.control(x_meas, t, tau)
+
+            lg.t[k] = t
+            lg.q[k], lg.v[k], lg.tau[k] = x[:nq], x[nq:], tau
+            lg.target[k] = self.ocp._target
+            for p in self.disturbances.active:
+                lg.force[k] += p.force
+                lg.torque[k] += p.torque
+            lg.steps = k + 1
+
+            arm.step(tau)
+            if self.recorder is not None and k % frame_every == 0:
+                self.recorder.add(arm.render())
+            k += 1
+            if wallclock:
+                ahead = wall0 + k * sim_dt - time.perf_counter()
+                if ahead > 0:
+                    time.sleep(ahead)
+            if bar is not None and k % 100 == 0:
+                bar.update(100 * sim_dt)
+        wall_s = time.perf_counter() - wall0
+        if bar is not None:
+            bar.close()
+        # Same URDF, same kinematics as PyBullet (tests/test_sim_model_agreement.py), so the EE
+        # track is computed once after the loop instead of queried from the sim every tick.
+        for i in range(lg.steps):
+            lg.ee_position[i] = self.robot.ee_position_world(lg.q[i])
+        pushes = np.array([[p.start, p.duration, p.link, *p.force, *p.torque]
+                           for p in self.disturbances.history], dtype=float).reshape(-1, 9)
+        summary = self._summarise(lg, pushes, wall_s, deadline_misses)
+        return RunResult(lg, summary, pushes, wall_s)
+
+    def _summarise(self, lg: RunLog, pushes: np.ndarray, wall_s: float, deadline_misses: int
+                   ) -> dict[str, Any]:
+        cfg, c = self.cfg, self.controller.counters
+        a = lg.arrays()
+        err = np.linalg.norm(a["ee_position"] - a["target"], axis=1)
+        tol = cfg.task.tolerance_m
+        first_push = float(pushes[0, 0]) if len(pushes) else None
+        x = np.hstack([a["q"], a["v"]])
+        cost = self.ocp.running_cost_evaluator().integrate(x, a["tau"], a["target"], self.arm.dt)
+        sim_time = lg.steps * self.arm.dt
+        return {
+            "ee_error_final_m": float(err[-1]) if err.size else None,
+            "ee_error_max_m": float(err.max()) if err.size else None,
+            "settle_time_s": settle_time(a["t"], err, tol, first_push),
+            "closed_loop_cost": cost,
+            "recoveries": recoveries(a["t"], err, [(float(p[0]), float(p[1])) for p in pushes], tol),
+            "solve_ms": solve_stats(a["solve_ms"]),
+            "iterations_mean": float(a["iterations"].mean()) if lg.replans else None,
+            "deadline_misses": deadline_misses,
+            "solver_failures": c.solver_failures,
+            "warm_start_resets": c.warm_start_resets,
+            "fallback_entries": c.fallback_entries,
+            "fallback_ticks": c.fallback_ticks,
+            "nonfinite_torques": c.nonfinite_torques,
+            "torque_saturation_steps": c.torque_saturation_steps,
+            "real_time_factor": sim_time / wall_s if wall_s > 0 else math.inf,
+            "sim_steps": lg.steps,
+            "replans": lg.replans,
+            "horizon": cfg.ocp.horizon,
+            "dt": cfg.ocp.dt,
+            "terminal": self.ocp.terminal.label,
+            "timing": cfg.mpc.timing,
+            "replan_every": cfg.mpc.replan_every,
+            "robot": cfg.robot.name,
+            "tolerance_m": tol,
+        }
+
+    # -- outputs -----------------------------------------------------------------------------------
+    def write_outputs(self, result: RunResult, out: Path, plots: bool = True) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", dump_config(self.cfg))
+        atomic_write_text(out / "summary.json", json.dumps(result.summary, indent=2) + "\n")
+        result.log.save(out / "log.npz", result.pushes, self.robot.joint_names)
+        if plots:
+            from .plots import plot_run
+
+            plot_run(result, self.robot.torque_limits, self.cfg.task.tolerance_m,
+                     self.cfg.replan_period_s * 1e3, out)
+        if self.recorder is not None:
+            self.recorder.save()
+
+
+def _progress(total_s: float, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total_s, unit="sim s", bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} sim s "
+                "[{elapsed}<{remaining}, {rate_fmt}]", leave=False)
+
