@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -55,7 +56,16 @@ def cmd_sim(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, _sim_overrides(args))
     out = Path(args.out) if args.out else Path("runs") / time.strftime("sim-%Y%m%d-%H%M%S")
     with ClosedLoop(cfg, gui=args.gui, record=Path(args.record) if args.record else None) as loop:
-        result = loop.run(progress=not args.quiet)
+        # Ctrl-C or SIGTERM ends the run at the next tick; what ran so far is still written.
+        def stop(signum: int, _frame: object) -> None:
+            loop.stop_requested = True
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            result = loop.run(progress=not args.quiet)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         loop.write_outputs(result, out, plots=not args.no_plots)
     s = result.summary
     rows = [
@@ -78,6 +88,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         ("real-time factor", f"{s['real_time_factor']:.2f}x"),
         ("outputs", str(out)),
     ]
+    if s["interrupted"]:
+        rows.insert(0, ("INTERRUPTED", f"stopped at t = {s['sim_steps'] * cfg.sim.timestep:.3f} s"))
     _print_table(rows, "vmpc sim")
     return 0
 
@@ -124,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sim)
 
     b = sub.add_parser("bench", help="benchmarks that print tables and side-by-side ratios")
+    b.set_defaults(func=lambda _args: (b.print_help(), EXIT_USAGE)[1])
     bsub = b.add_subparsers(dest="bench", metavar="BENCH")
     bm = bsub.add_parser(
         "mpc", help="replan time vs raw Crocoddyl for several horizons, and the real-time factor",

@@ -82,6 +82,6 @@ class RobotModel:
         origin, radius = self.reach()
         dist = float(np.linalg.norm(np.asarray(target) - origin))
         if dist > radius:
-            raise ModelError(f"target {list(np.round(target, 3))} is unreachable for "
+            raise ModelError(f"target {np.round(target, 3).tolist()} is unreachable for "
                              f"'{self.spec.name}': {dist:.3f} m from its first joint, reach "
                              f"{radius:.3f} m")

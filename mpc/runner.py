@@ -112,6 +112,9 @@ class ClosedLoop:
         latency_s = cfg.ocp.horizon * cfg.ocp.dt if cfg.mpc.timing == "wallclock" else 0.0
         self.controller = MPCController(self.ocp, cfg.mpc, self.robot.torque_limits,
                                         cfg.sim.timestep, latency_s)
+        self._show_target = gui or record is not None
+        if self._show_target:
+            self.arm.set_marker(np.asarray(cfg.task.target))
         self.tick_hooks: list[TickHook] = []  # called at every tick boundary, before control
         self.stop_requested = False
 
@@ -129,7 +132,10 @@ class ClosedLoop:
         return self.ocp.target
 
     def set_target(self, target: np.ndarray) -> None:
+        """Move the EE target [m, world]; takes effect at the next replan."""
         self.ocp.set_target(target)
+        if self._show_target:
+            self.arm.set_marker(target)
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, progress: bool = True) -> RunResult:
@@ -235,6 +241,7 @@ class ClosedLoop:
             "nonfinite_torques": c.nonfinite_torques,
             "torque_saturation_steps": c.torque_saturation_steps,
             "real_time_factor": sim_time / wall_s if wall_s > 0 else math.inf,
+            "interrupted": self.stop_requested,
             "sim_steps": lg.steps,
             "replans": lg.replans,
             "horizon": cfg.ocp.horizon,

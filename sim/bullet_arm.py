@@ -110,6 +110,7 @@ class BulletArm:
                                      force=_HOLD_FORCE, physicsClientId=c)
 
         self._rng = np.random.default_rng(self.mismatch.seed)
+        self._marker: int | None = None
         self._tau_applied = np.zeros(self.nq)  # [N m] what physics actually received last step
         self._wrenches: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.time = 0.0  # [s]
@@ -237,12 +238,24 @@ class BulletArm:
         idx = self._actuated_dofs()
         return m[np.ix_(idx, idx)]
 
+    def set_marker(self, position_world: np.ndarray) -> None:
+        """A visual-only green sphere (no mass, no collision) at e.g. the EE target [m]."""
+        c = self._cid
+        if self._marker is None:
+            shape = pb.createVisualShape(pb.GEOM_SPHERE, radius=0.03, rgbaColor=[0.1, 0.8, 0.2, 0.8],
+                                         physicsClientId=c)
+            self._marker = pb.createMultiBody(baseMass=0.0, baseVisualShapeIndex=shape,
+                                              basePosition=list(position_world), physicsClientId=c)
+        else:
+            pb.resetBasePositionAndOrientation(self._marker, list(position_world), [0, 0, 0, 1],
+                                               physicsClientId=c)
+
     def render(self) -> np.ndarray:
         """An RGB frame (H, W, 3) from the headless tiny renderer."""
         w, h = self.sim.record_size
         cam = self.sim.camera
         view = pb.computeViewMatrixFromYawPitchRoll(
-            [0, 0, 0.4], cam.get("distance", 1.8), cam.get("yaw", 50.0), cam.get("pitch", -25.0),
+            [0.15, 0.15, 0.35], cam.get("distance", 1.8), cam.get("yaw", 50.0), cam.get("pitch", -25.0),
             0.0, 2, physicsClientId=self._cid)
         proj = pb.computeProjectionMatrixFOV(60.0, w / h, 0.05, 10.0, physicsClientId=self._cid)
         _, _, rgba, _, _ = pb.getCameraImage(w, h, view, proj, renderer=pb.ER_TINY_RENDERER,

@@ -40,6 +40,7 @@ class Recorder:
             raise RecordingError(f"--record {self.path}: no frames were captured")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=self.path.suffix)
+        os.fchmod(fd, 0o644)
         os.close(fd)
         try:
             if self.path.suffix.lower() == ".gif":

@@ -74,9 +74,9 @@ class SimSpec(Strict):
     timestep: float = Field(default=0.001, gt=0, le=0.01, description="physics step [s]")
     gravity: Vec3 = Field(default=[0.0, 0.0, -9.81], description="[m/s^2], world frame")
     record_fps: float = Field(default=25.0, gt=0, le=120, description="frames per sim second")
-    record_size: tuple[int, int] = Field(default=(320, 240), description="width, height [px]")
+    record_size: tuple[int, int] = Field(default=(480, 360), description="width, height [px]")
     camera: dict[str, float] = Field(
-        default_factory=lambda: {"distance": 1.8, "yaw": 50.0, "pitch": -25.0},
+        default_factory=lambda: {"distance": 1.5, "yaw": 60.0, "pitch": -25.0},
         description="debug-camera distance [m], yaw and pitch [deg]; target is the base",
     )
 
