@@ -11,6 +11,7 @@ with x_ref interpolated linearly along X (Crocoddyl's sign convention for K).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from enum import IntEnum
@@ -30,7 +31,7 @@ class SolveStatus(IntEnum):
     FALLBACK = 3  # failed persistently: gravity compensation with damping is in charge
 
 
-@dataclass
+@dataclass(slots=True)
 class SolveReport:
     solve_ms: float
     iterations: int
@@ -71,6 +72,7 @@ class MPCController:
         self._tc = 0.0
         # Warm start: the last good solution, kept as Crocoddyl's own vectors (copied in C++).
         self._vec = type(self.solver.xs)
+        self._reg_max = self.solver.reg_max
         self._warm_xs, self._warm_us = self.solver.xs, self.solver.us
         self._cand_xs, self._cand_us = self._warm_xs, self._warm_us
         # Per-tick scratch.
@@ -133,7 +135,7 @@ class MPCController:
         solve_ms = (time.perf_counter() - t_start) * 1e3
         self.counters.solves += 1
         cost = float(self.solver.cost) if solved else float("nan")
-        ok = (solved and np.isfinite(cost) and self.solver.preg < self.solver.reg_max
+        ok = (solved and math.isfinite(cost) and self.solver.preg < self._reg_max
               and self._read_solution())
         self._tc = t
         if ok:
@@ -156,7 +158,7 @@ class MPCController:
             self._Uc[k] = us[k]
             self._Kc[k] = gains[k]
         self._Xc[self.k_rows] = xs[self.k_rows]
-        if not np.isfinite(self._bufs[1]).all():
+        if not math.isfinite(np.add.reduce(self._bufs[1])):  # NaN and inf survive a sum
             return False
         self._cand_xs, self._cand_us = self._vec(xs), self._vec(us)
         return True

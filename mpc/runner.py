@@ -153,7 +153,7 @@ class ClosedLoop:
         arm.read_state(x[:nq], x[nq:])
         self.start_report = ctrl.start(x.copy(), 0.0)
         deadline_misses, activate_at = 0, -1
-        bar = _progress(cfg.run.duration, progress)
+        bar = _progress(n_steps, sim_dt, progress)
         wall0 = time.perf_counter()
         k = 0
         while k < n_steps and not self.stop_requested:
@@ -202,7 +202,7 @@ class ClosedLoop:
                 if ahead > 0:
                     time.sleep(ahead)
             if bar is not None and k % 100 == 0:
-                bar.update(100 * sim_dt)
+                bar.update(100)
         wall_s = time.perf_counter() - wall0
         if bar is not None:
             bar.close()
@@ -268,11 +268,12 @@ class ClosedLoop:
             self.recorder.save()
 
 
-def _progress(total_s: float, enabled: bool):
+def _progress(n_steps: int, sim_dt: float, enabled: bool):
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total_s, unit="sim s", bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} sim s "
-                "[{elapsed}<{remaining}, {rate_fmt}]", leave=False)
+    # Counted in ticks (integers, no float drift) and displayed in sim seconds.
+    return tqdm(total=n_steps, unit="sim s", unit_scale=sim_dt, leave=False,
+                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} sim s [{elapsed}<{remaining}]")
 
