@@ -1,6 +1,22 @@
-"""Offline learning of terminal values and warm-start policies (later issues).
+"""Offline learning of terminal values: networks, datasets, Sobolev regression, export.
 
-Depends on :mod:`mpc` (it reuses mpc's OCP) and never the other way round.
+Depends on :mod:`mpc` (the OCP and the artifact contract) and never the other way round.
 """
 
-__all__: list[str] = []
+from .datasets import ValueDataset, action_model_dataset, quadratic_dataset
+from .export import export_value
+from .networks import FeedForwardValueNet, ResidualValueNet, make_value_net
+from .sobolev import FitResult, SobolevFitSpec, fit_sobolev
+
+__all__ = [
+    "FeedForwardValueNet",
+    "FitResult",
+    "ResidualValueNet",
+    "SobolevFitSpec",
+    "ValueDataset",
+    "action_model_dataset",
+    "export_value",
+    "fit_sobolev",
+    "make_value_net",
+    "quadratic_dataset",
+]

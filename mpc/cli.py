@@ -49,23 +49,41 @@ def _fmt(x: object, unit: str = "", digits: int = 4) -> str:
     return f"{x}{unit}"
 
 
+def _start_bridge(loop: object):
+    from .bridge.server import BridgeServer
+
+    server = BridgeServer(loop).attach()  # type: ignore[arg-type]
+    ep = server.endpoints
+    print(f"vmpc: bridge: state {ep['state']}, commands {ep['commands']}, wrench {ep['wrench']}"
+          f"{' (CURVE)' if server.spec.curve else ''}", file=sys.stderr, flush=True)
+    return server
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     from .config import load_config
     from .runner import ClosedLoop
 
-    cfg = load_config(args.config, _sim_overrides(args))
+    overrides = _sim_overrides(args)
+    if args.bridge and args.timing is None:
+        overrides.insert(0, "mpc.timing=wallclock")  # people interact with it: real time
+    cfg = load_config(args.config, overrides)
     out = Path(args.out) if args.out else Path("runs") / time.strftime("sim-%Y%m%d-%H%M%S")
     with ClosedLoop(cfg, gui=args.gui, record=Path(args.record) if args.record else None) as loop:
         # Ctrl-C or SIGTERM ends the run at the next tick; what ran so far is still written.
         def stop(signum: int, _frame: object) -> None:
             loop.stop_requested = True
 
+        bridge = _start_bridge(loop) if args.bridge else None
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             result = loop.run(progress=not args.quiet)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if bridge is not None:
+                bridge.close()
+        if bridge is not None:
+            result.summary["bridge"] = bridge.summary()
         loop.write_outputs(result, out, plots=not args.no_plots)
     s = result.summary
     rows = [
@@ -88,6 +106,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
         ("real-time factor", f"{s['real_time_factor']:.2f}x"),
         ("outputs", str(out)),
     ]
+    if "bridge" in s:
+        b = s["bridge"]
+        rows.insert(-1, ("bridge", f"{b['received']} commands: {b['applied']} applied, "
+                                   f"{b['refused']} refused, {b['bad']} bad; "
+                                   f"{b['published']} states published"))
     if s["interrupted"]:
         rows.insert(0, ("INTERRUPTED", f"stopped at t = {s['sim_steps'] * cfg.sim.timestep:.3f} s"))
     _print_table(rows, "vmpc sim")
@@ -122,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--duration", type=float, help="sim time [s] (run.duration)")
     s.add_argument("--replan-every", type=int, help="sim steps between replans (mpc.replan_every)")
     s.add_argument("--maxiter", type=int, help="FDDP iterations per replan (mpc.maxiter)")
-    s.add_argument("--terminal", help="none | quadratic (ocp.terminal.kind)")
+    s.add_argument("--terminal", help="none | quadratic | PATH of a value model inside "
+                                      "value.allowed_dirs (ocp.terminal.kind)")
     s.add_argument("--timing", choices=["lockstep", "wallclock"], help="mpc.timing")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config value, e.g. --set ocp.costs.torque_reg=1e-2 "
@@ -133,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, help="seed for random pushes and noise (run.seed)")
     s.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--bridge", action="store_true",
+                   help="serve the ZeroMQ bridge (state out, commands and wrenches in; see "
+                        "`bridge` in the config); implies --timing wallclock unless given")
     s.set_defaults(func=cmd_sim)
 
     b = sub.add_parser("bench", help="benchmarks that print tables and side-by-side ratios")
@@ -151,6 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--out", default="runs/bench", help="folder for bench_mpc.json")
     bm.add_argument("-q", "--quiet", action="store_true")
     bm.set_defaults(func=cmd_bench_mpc)
+
+    from .value_cli import add_value_bench, add_value_commands
+
+    add_value_bench(bsub)
+    add_value_commands(sub)
+
+    from .bridge.cli import add_bridge_bench, add_bridge_commands
+
+    add_bridge_commands(sub)
+    add_bridge_bench(bsub)
     return p
 
 

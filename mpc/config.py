@@ -15,6 +15,7 @@ from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from sim.specs import DisturbanceSpec, MismatchSpec, RobotSpec, SimSpec, Strict, Vec3
 
+from .bridge.spec import BridgeSpec
 from .errors import ConfigError
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "MpcSpec",
     "OcpSpec",
     "RunSpec",
+    "SwapSpec",
+    "ValueSpec",
     "TaskSpec",
     "TerminalSpec",
     "WorkspaceSpec",
@@ -100,6 +103,26 @@ class MpcSpec(Strict):
     failure: FailureSpec = Field(default_factory=FailureSpec)
 
 
+class SwapSpec(Strict):
+    t: float = Field(ge=0, description="sim time of the request [s]")
+    terminal: str = Field(description="'none', 'quadratic' or a value-model path")
+    force: bool = Field(default=False, description="accept a task-fingerprint mismatch")
+
+
+class ValueSpec(Strict):
+    """Learned terminal values: where they may be loaded from, how they are evaluated."""
+
+    allowed_dirs: list[str] = Field(
+        default_factory=lambda: ["models", "runs"],
+        description="folders value models may be loaded from (relative to the working dir)",
+    )
+    evaluator: Literal["fast", "torchscript"] = Field(
+        default="fast", description="float64 numpy path, or the TorchScript module itself")
+    max_call_us: float = Field(default=1000.0, gt=0,
+                               description="budget for one calc + calcDiff at validation [us]")
+    swaps: list[SwapSpec] = Field(default_factory=list, description="scheduled terminal swaps")
+
+
 class RunSpec(Strict):
     duration: float = Field(default=5.0, gt=0, description="sim time [s]")
     seed: int = Field(default=0, ge=0, description="seeds random pushes and noise")
@@ -113,6 +136,8 @@ class Config(Strict):
     mpc: MpcSpec = Field(default_factory=MpcSpec)
     disturbances: DisturbanceSpec = Field(default_factory=DisturbanceSpec)
     mismatch: MismatchSpec = Field(default_factory=MismatchSpec)
+    value: ValueSpec = Field(default_factory=ValueSpec)
+    bridge: BridgeSpec = Field(default_factory=BridgeSpec)
     run: RunSpec = Field(default_factory=RunSpec)
 
     _source: str = PrivateAttr(default="<config>")

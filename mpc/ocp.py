@@ -7,7 +7,7 @@ supplies its action model, and :meth:`ReachingOCP.set_terminal` swaps it between
 
 from __future__ import annotations
 
-from typing import Protocol
+from abc import ABC, abstractmethod
 
 import crocoddyl
 import numpy as np
@@ -25,12 +25,17 @@ __all__ = [
 ]
 
 
-class TerminalCost(Protocol):
+class TerminalCost(ABC):
     """Anything that can end the horizon. ``label`` goes into logs and summaries."""
 
     label: str
 
-    def make_model(self, ocp: ReachingOCP) -> crocoddyl.ActionModelAbstract: ...
+    @abstractmethod
+    def make_model(self, ocp: ReachingOCP) -> crocoddyl.ActionModelAbstract:
+        """Build the terminal knot's action model (called once per install, off the hot path)."""
+
+    def set_target(self, target: np.ndarray) -> None:  # noqa: B027 - optional hook
+        """The EE target moved; terminals conditioned on it update their parameters here."""
 
 
 def make_integrated(dam: crocoddyl.DifferentialActionModelAbstract, integrator: str, dt: float
@@ -41,7 +46,7 @@ def make_integrated(dam: crocoddyl.DifferentialActionModelAbstract, integrator: 
     return crocoddyl.IntegratedActionModelRK(dam, rk[integrator], dt)
 
 
-class NoTerminal:
+class NoTerminal(TerminalCost):
     label = "none"
 
     def make_model(self, ocp: ReachingOCP) -> crocoddyl.ActionModelAbstract:
@@ -49,7 +54,7 @@ class NoTerminal:
         return ocp.integrate(ocp.differential(costs), 0.0)
 
 
-class QuadraticTerminal:
+class QuadraticTerminal(TerminalCost):
     """EE translation and state regularisation at the last knot (C++ all the way)."""
 
     label = "quadratic"
@@ -96,10 +101,12 @@ class ReachingOCP:
             self.running_model.u_lb = -robot.torque_limits
             self.running_model.u_ub = robot.torque_limits
         self.terminal = terminal
+        terminal.set_target(self._target)
         x0 = self.x_posture.copy() if x0 is None else np.asarray(x0, float)
         self.problem = crocoddyl.ShootingProblem(x0, [self.running_model] * self.T,
                                                  terminal.make_model(self))
-        self.problem.nthreads = nthreads
+        if self.problem.nthreads != nthreads:  # a Python terminal already forces 1 (and warns)
+            self.problem.nthreads = nthreads
         self.solver = (crocoddyl.SolverBoxFDDP if spec.torque_bounds else crocoddyl.SolverFDDP)(
             self.problem)
 
@@ -172,10 +179,13 @@ class ReachingOCP:
         self._target[:] = target
         for r in self._target_residuals:
             r.reference = self._target
+        self.terminal.set_target(self._target)
 
-    def set_terminal(self, terminal: TerminalCost) -> None:
-        """Swap the terminal knot's model; call between solves."""
-        self.problem.updateModel(self.T, terminal.make_model(self))
+    def set_terminal(self, terminal: TerminalCost,
+                     model: crocoddyl.ActionModelAbstract | None = None) -> None:
+        """Swap the terminal knot's model between solves (``model`` if already built)."""
+        terminal.set_target(self._target)
+        self.problem.updateModel(self.T, model if model is not None else terminal.make_model(self))
         self.terminal = terminal
 
     # -- evaluation --------------------------------------------------------------------------------

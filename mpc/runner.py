@@ -24,25 +24,24 @@ from sim import BulletArm, Disturbances, LinkNotFound, Recorder, UrdfNotFound, r
 from .config import Config, dump_config
 from .controller import MPCController, SolveStatus
 from .errors import ConfigError, FrameNotFound, JointNotFound, ModelError
+from .hot_swap import Prepared, SwapCallback, SwapEvent, SwapRefused, TerminalSwapper
 from .ocp import NoTerminal, QuadraticTerminal, ReachingOCP, TerminalCost
 from .robot_model import RobotModel
 from .run_log import RunLog, atomic_write_text
 from .summary import recoveries, settle_time, solve_stats
 
-__all__ = ["ClosedLoop", "RunResult", "terminal_from_config", "build_robot"]
+__all__ = ["ClosedLoop", "RunResult", "builtin_terminal", "build_robot"]
 
 log = logging.getLogger("vmpc")
 
 
-def terminal_from_config(cfg: Config) -> TerminalCost:
-    kind = cfg.ocp.terminal.kind
+def builtin_terminal(cfg: Config, kind: str) -> TerminalCost | None:
+    """The C++ terminals by name, or None if ``kind`` names something else (a model path)."""
     if kind == "none":
         return NoTerminal()
     if kind == "quadratic":
         return QuadraticTerminal(cfg.ocp.terminal)
-    raise ConfigError(cfg.source, "ocp.terminal.kind",
-                      f"'{kind}' is not 'none' or 'quadratic'; learned value models are not "
-                      "supported by this version")
+    return None
 
 
 def build_robot(cfg: Config) -> tuple[Path, RobotModel]:
@@ -106,8 +105,24 @@ class ClosedLoop:
             raise ConfigError(cfg.source, "disturbances", str(exc)) from None
         self.recorder = Recorder(record, cfg.sim.record_fps) if record else None
         x0 = np.concatenate([np.asarray(cfg.robot.q0, float), np.zeros(self.robot.nq)])
-        self.ocp = ReachingOCP(self.robot, cfg.ocp, np.asarray(cfg.task.target), terminal
-                               or terminal_from_config(cfg), x0=x0, nthreads=cfg.mpc.nthreads)
+        self._x_latest, self._t = x0.copy(), 0.0
+        kind = cfg.ocp.terminal.kind
+        initial = terminal or builtin_terminal(cfg, kind) or NoTerminal()
+        self.ocp = ReachingOCP(self.robot, cfg.ocp, np.asarray(cfg.task.target), initial, x0=x0,
+                               nthreads=cfg.mpc.nthreads)
+        self.swapper = TerminalSwapper(self, self._prepare_terminal,
+                                       wait_for_worker=cfg.mpc.timing == "lockstep")
+        self.configured_terminal = kind
+        if terminal is None and builtin_terminal(cfg, kind) is None:
+            try:  # a model path: validated now, so a bad file stops the run before it starts
+                prepared = self._prepare_terminal(kind, False, x0)
+            except SwapRefused as exc:
+                self.close()
+                raise ConfigError(cfg.source, "ocp.terminal.kind", str(exc)) from None
+            self.ocp.set_terminal(prepared.terminal, prepared.model)
+            self.swapper.events.append(SwapEvent(0.0, kind, prepared.model_id, True,
+                                                 prepared.note, False, 0.0))
+        self._swap_schedule = sorted(cfg.value.swaps, key=lambda s: s.t)
         # In wallclock mode a plan may go live late; allow it a horizon's worth of latency.
         latency_s = cfg.ocp.horizon * cfg.ocp.dt if cfg.mpc.timing == "wallclock" else 0.0
         self.controller = MPCController(self.ocp, cfg.mpc, self.robot.torque_limits,
@@ -117,8 +132,12 @@ class ClosedLoop:
             self.arm.set_marker(np.asarray(cfg.task.target))
         self.tick_hooks: list[TickHook] = []  # called at every tick boundary, before control
         self.stop_requested = False
+        self.paused = False  # wallclock only: sim time stands still, hooks keep running
+        self.last_tau = np.zeros(self.robot.nq)  # [N m] last commanded torque
 
     def close(self) -> None:
+        if hasattr(self, "swapper"):
+            self.swapper.close()
         self.arm.close()
 
     def __enter__(self) -> ClosedLoop:
@@ -131,11 +150,37 @@ class ClosedLoop:
     def target(self) -> np.ndarray:
         return self.ocp.target
 
+    @property
+    def state(self) -> np.ndarray:
+        """Latest measured state [q, v] (a view: copy it to keep it)."""
+        return self._x_latest
+
+    @property
+    def time(self) -> float:
+        """Sim time [s] of the current tick."""
+        return self._t
+
     def set_target(self, target: np.ndarray) -> None:
         """Move the EE target [m, world]; takes effect at the next replan."""
         self.ocp.set_target(target)
         if self._show_target:
             self.arm.set_marker(target)
+
+    # -- terminal swaps -----------------------------------------------------------------------------
+    def request_terminal(self, spec: str, force: bool = False,
+                         callback: SwapCallback | None = None) -> None:
+        """Ask for a new terminal ('none', 'quadratic' or a model path); thread-safe. It is
+        prepared off the control path and goes live at a tick boundary between two solves.
+        ``callback(event)`` is called from the loop thread once it is installed or refused."""
+        self.swapper.request(self._t, spec, self._x_latest, force, callback)
+
+    def _prepare_terminal(self, spec: str, force: bool, x: np.ndarray) -> Prepared:
+        term = builtin_terminal(self.cfg, spec)
+        if term is not None:
+            return Prepared(term, term.make_model(self.ocp), spec, "")
+        from .value_terminal import prepare_value_terminal
+
+        return prepare_value_terminal(spec, force, x, self.cfg, self.ocp)
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, progress: bool = True) -> RunResult:
@@ -156,13 +201,25 @@ class ClosedLoop:
         bar = _progress(n_steps, sim_dt, progress)
         wall0 = time.perf_counter()
         k = 0
+        swaps = list(self._swap_schedule)
         while k < n_steps and not self.stop_requested:
             t = k * sim_dt
-            for hook in self.tick_hooks:
-                hook(self, k, t)
+            self._t = t
             arm.read_state(x[:nq], x[nq:])
             x_meas[:] = x
             arm.add_measurement_noise(x_meas)
+            self._x_latest[:] = x_meas
+            for hook in self.tick_hooks:
+                hook(self, k, t)
+            if self.paused and wallclock:
+                nap = time.perf_counter()
+                time.sleep(0.001)
+                wall0 += time.perf_counter() - nap  # pacing resumes from where it stopped
+                continue
+            while swaps and swaps[0].t <= t + 1e-12:
+                sw = swaps.pop(0)
+                self.request_terminal(sw.terminal, sw.force)
+            self.swapper.poll(t)
             if self.disturbances.update(t):
                 arm.set_wrenches(self.disturbances.wrenches())
             if activate_at >= 0 and k >= activate_at:
@@ -184,13 +241,14 @@ class ClosedLoop:
                 else:
                     activate_at = k + latency
             ctrl.control(x_meas, t, tau)
+            self.last_tau[:] = tau
 
             lg.t[k] = t
             lg.q[k], lg.v[k], lg.tau[k] = x[:nq], x[nq:], tau
             lg.target[k] = self.ocp._target
-            for p in self.disturbances.active:
-                lg.force[k] += p.force
-                lg.torque[k] += p.torque
+            for _, force, torque in arm.wrenches:
+                lg.force[k] += force
+                lg.torque[k] += torque
             lg.steps = k + 1
 
             arm.step(tau)
@@ -247,6 +305,7 @@ class ClosedLoop:
             "horizon": cfg.ocp.horizon,
             "dt": cfg.ocp.dt,
             "terminal": self.ocp.terminal.label,
+            "swaps": [e.as_dict() for e in self.swapper.events],
             "timing": cfg.mpc.timing,
             "replan_every": cfg.mpc.replan_every,
             "robot": cfg.robot.name,

@@ -12,12 +12,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pybullet as pb
 
+from ._quiet_import import import_pybullet
 from .errors import LinkNotFound, NoDisplay, SimError
 from .specs import MismatchSpec, RobotSpec, SimSpec
 
 __all__ = ["BulletArm", "display_available"]
+
+pb = import_pybullet()
 
 _HOLD_FORCE = 1e4  # [N or N m] position motor that keeps a locked joint where the config put it
 _FRICTION_VEL_EPS = 1e-3  # [rad/s] Coulomb friction is smoothed below this speed
@@ -184,6 +186,10 @@ class BulletArm:
         """External (link, force [N], torque [N m]) in the world frame, applied every step until
         replaced. PyBullet clears external forces after each step, so they are re-sent."""
         self._wrenches = wrenches
+
+    @property
+    def wrenches(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        return self._wrenches
 
     def step(self, tau: np.ndarray) -> None:
         """Apply joint torques [N m] for one physics step and advance time."""

@@ -54,7 +54,10 @@ class Disturbances:
         self._pending: list[Push] = sorted(pushes or [], key=lambda p: p.start)
         self._active: list[Push] = []
         self.history: list[Push] = []  # every push that has started, in start order
-        self._changed = True
+        # A streamed wrench (e.g. from a haptic device): latest sample wins, replaced or cleared
+        # by its producer; it is applied on top of the pushes.
+        self._stream: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._stream_changed = False
 
     @classmethod
     def from_spec(cls, spec: DisturbanceSpec, duration: float, link_index, default_link: int
@@ -78,9 +81,23 @@ class Disturbances:
         starts = [p.start for p in self._pending]
         self._pending.insert(bisect.bisect_right(starts, push.start), push)
 
+    def set_stream(self, link: int, force: np.ndarray, torque: np.ndarray) -> None:
+        """Latest sample of a streamed wrench: force [N], torque [N m], world frame."""
+        self._stream = (link, np.asarray(force, float).copy(), np.asarray(torque, float).copy())
+        self._stream_changed = True
+
+    def clear_stream(self) -> None:
+        if self._stream is not None:
+            self._stream = None
+            self._stream_changed = True
+
+    @property
+    def stream(self) -> tuple[int, np.ndarray, np.ndarray] | None:
+        return self._stream
+
     def update(self, t: float) -> bool:
-        """Advance to sim time ``t``; returns True when the active set changed."""
-        changed = False
+        """Advance to sim time ``t``; returns True when the applied wrenches changed."""
+        changed, self._stream_changed = self._stream_changed, False
         while self._pending and self._pending[0].start <= t + 1e-12:
             p = self._pending.pop(0)
             self._active.append(p)
@@ -98,4 +115,7 @@ class Disturbances:
         return self._active
 
     def wrenches(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        return [(p.link, p.force, p.torque) for p in self._active]
+        out = [(p.link, p.force, p.torque) for p in self._active]
+        if self._stream is not None:
+            out.append(self._stream)
+        return out

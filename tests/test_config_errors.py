@@ -32,7 +32,7 @@ CASES = {
     "target outside workspace": (lambda r: r["task"].update(target=[2.0, 0.0, 0.5]), "task: target [2.0, 0.0, 0.5] is outside the workspace"),
     "wrong torque limit count": (lambda r: r["robot"].update(torque_limits=[1, 2, 3]), "robot: q0 has 7 entries but torque_limits has 3"),
     "nan": (lambda r: r["ocp"].update(dt=float("nan")), "ocp.dt:"),
-    "unknown terminal": (lambda r: r["ocp"]["terminal"].update(kind="cubic"), "ocp.terminal.kind: 'cubic'"),
+    "unknown terminal": (lambda r: r["ocp"]["terminal"].update(kind="cubic"), "ocp.terminal.kind: 'cubic' is not 'none', 'quadratic' or the path of a value model"),
     "unknown push link": (lambda r: r["disturbances"]["schedule"][0].update(link="elbow"), "disturbances: link 'elbow' not in the URDF"),
 }
 

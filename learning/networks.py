@@ -1,0 +1,127 @@
+"""Value networks, written so that ``torch.jit.script`` can export them.
+
+Both take z = [x, theta] (state, then task parameters), normalise it with buffers baked into
+the module, and go through tanh hidden layers.
+
+* :class:`ResidualValueNet` (Parag et al. 2022, Sec. III-C): V(z) = ||r(z)||^2 with a vector
+  residual r. Gradient 2 J^T r, Hessian by Gauss-Newton 2 J^T J (always PSD).
+* :class:`FeedForwardValueNet`: the scalar baseline. Its exact Hessian is analytic too: for a
+  tanh MLP, d2V/dz2 = sum_l A_l^T diag(dV/dh_l * tanh''(a_l)) A_l, with A_l = da_l/dz.
+
+``value_and_derivatives(z)`` evaluates one input in float64 without autograd; the tests check it
+against autograd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ResidualValueNet", "FeedForwardValueNet", "make_value_net"]
+
+
+class _TanhTrunk(nn.Module):
+    def __init__(self, n_in: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        widths = [n_in, *hidden]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.register_buffer("in_mean", torch.zeros(n_in))
+        self.register_buffer("in_std", torch.ones(n_in))
+
+    def set_normalisation(self, mean: Tensor, std: Tensor) -> None:
+        """Input statistics; a zero spread (a constant input) is left unscaled."""
+        std = torch.where(std > 1e-8, std, torch.ones_like(std))
+        self.in_mean.copy_(mean.to(self.in_mean))
+        self.in_std.copy_(std.to(self.in_std))
+
+
+class ResidualValueNet(_TanhTrunk):
+    kind: Final[str] = "residual"
+
+    def __init__(self, n_in: int, hidden: Sequence[int] = (64, 64, 64), residual_dim: int = 16
+                 ) -> None:
+        super().__init__(n_in, hidden)
+        self.out = nn.Linear(hidden[-1], residual_dim)
+        self.n_in, self.hidden, self.residual_dim = n_in, list(hidden), residual_dim
+
+    def residual(self, z: Tensor) -> Tensor:
+        h = (z - self.in_mean) / self.in_std
+        for layer in self.layers:
+            h = torch.tanh(layer(h))
+        return self.out(h)
+
+    def forward(self, z: Tensor) -> Tensor:
+        r = self.residual(z)
+        return (r * r).sum(-1)
+
+    @torch.jit.export
+    def value_and_derivatives(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        z = z.to(torch.float64)
+        inv_std = 1.0 / self.in_std.to(torch.float64)
+        h = (z - self.in_mean.to(torch.float64)) * inv_std
+        jac = torch.diag(inv_std)  # dh/dz, forward mode
+        for layer in self.layers:
+            w = layer.weight.to(torch.float64)
+            h = torch.tanh(w @ h + layer.bias.to(torch.float64))
+            jac = (1.0 - h * h).unsqueeze(1) * (w @ jac)
+        w_out = self.out.weight.to(torch.float64)
+        r = w_out @ h + self.out.bias.to(torch.float64)
+        jr = w_out @ jac
+        return (r @ r), 2.0 * (jr.t() @ r), 2.0 * (jr.t() @ jr)
+
+
+class FeedForwardValueNet(_TanhTrunk):
+    kind: Final[str] = "feedforward"
+
+    def __init__(self, n_in: int, hidden: Sequence[int] = (64, 64, 64)) -> None:
+        super().__init__(n_in, hidden)
+        self.out = nn.Linear(hidden[-1], 1)
+        self.n_in, self.hidden, self.residual_dim = n_in, list(hidden), None
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = (z - self.in_mean) / self.in_std
+        for layer in self.layers:
+            h = torch.tanh(layer(h))
+        return self.out(h).squeeze(-1)
+
+    @torch.jit.export
+    def value_and_derivatives(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        z = z.to(torch.float64)
+        inv_std = 1.0 / self.in_std.to(torch.float64)
+        h = (z - self.in_mean.to(torch.float64)) * inv_std
+        jac = torch.diag(inv_std)
+        pre_jacs: list[Tensor] = []  # A_l = da_l/dz
+        hs: list[Tensor] = []
+        weights: list[Tensor] = []
+        for layer in self.layers:
+            w = layer.weight.to(torch.float64)
+            a_jac = w @ jac
+            h = torch.tanh(w @ h + layer.bias.to(torch.float64))
+            jac = (1.0 - h * h).unsqueeze(1) * a_jac
+            pre_jacs.append(a_jac)
+            hs.append(h)
+            weights.append(w)
+        w_out = self.out.weight.to(torch.float64)[0]
+        value = w_out @ h + self.out.bias.to(torch.float64)[0]
+        g = w_out  # dV/dh_L
+        hess = torch.zeros(z.shape[0], z.shape[0], dtype=torch.float64)
+        for i in range(len(hs) - 1, -1, -1):
+            hl = hs[i]
+            dsig = 1.0 - hl * hl
+            d2sig = -2.0 * hl * dsig
+            a_jac = pre_jacs[i]
+            hess = hess + a_jac.t() @ ((g * d2sig).unsqueeze(1) * a_jac)
+            g = weights[i].t() @ (g * dsig)
+        return value, g * inv_std, hess
+
+
+def make_value_net(kind: str, n_in: int, hidden: Sequence[int] = (64, 64, 64),
+                   residual_dim: int = 16) -> nn.Module:
+    if kind == "residual":
+        return ResidualValueNet(n_in, hidden, residual_dim)
+    if kind == "feedforward":
+        return FeedForwardValueNet(n_in, hidden)
+    raise ValueError(f"unknown value network kind '{kind}' (residual | feedforward)")

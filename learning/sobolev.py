@@ -1,0 +1,112 @@
+"""Sobolev regression of a value network on (z, V, V_x).
+
+    loss = mean((V_hat - V)^2) / var(V)  +  lambda * mean(|dV_hat/dx - V_x|^2) / mean(|V_x|^2)
+
+Both terms are MSEs divided by a constant of the dataset, so lambda is scale-free; lambda = 0 is
+plain regression. The network trains in float64 (the nets are small; the exported artifact is
+float64 too).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from .datasets import ValueDataset
+
+__all__ = ["SobolevFitSpec", "FitResult", "fit_sobolev", "sobolev_loss"]
+
+
+class SobolevFitSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    sobolev_lambda: float = Field(default=1.0, ge=0, description="weight of the gradient term")
+    epochs: int = Field(default=300, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    lr: float = Field(default=3e-3, gt=0, description="Adam, cosine-annealed to lr * 1e-2")
+    val_fraction: float = Field(default=0.1, ge=0, lt=1)
+    seed: int = 0
+    set_normalisation: bool = Field(default=True, description="input mean/std from the data")
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+def sobolev_loss(net: torch.nn.Module, z: torch.Tensor, v: torch.Tensor, gx: torch.Tensor,
+                 nx: int, lam: float, v_scale: float, g_scale: float,
+                 create_graph: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    z = z.detach().requires_grad_(lam > 0)
+    v_hat = net(z)
+    loss_v = ((v_hat - v) ** 2).mean() / v_scale
+    if lam > 0:
+        (g_hat,) = torch.autograd.grad(v_hat.sum(), z, create_graph=create_graph)
+        loss_g = ((g_hat[:, :nx] - gx) ** 2).sum(1).mean() / g_scale
+    else:
+        loss_g = torch.zeros((), dtype=v.dtype)
+    return loss_v + lam * loss_g, loss_v, loss_g
+
+
+def _tensors(ds: ValueDataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (torch.from_numpy(ds.z).double(), torch.from_numpy(ds.value).double(),
+            torch.from_numpy(ds.grad_x).double())
+
+
+def fit_sobolev(net: torch.nn.Module, data: ValueDataset, spec: SobolevFitSpec,
+                progress: bool = True,
+                callback: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
+    """Train ``net`` in place; returns the per-epoch history (train and validation losses)."""
+    from tqdm import tqdm
+
+    rng = np.random.default_rng(spec.seed)
+    torch.manual_seed(spec.seed)
+    net.double()
+    train, val = data.split(spec.val_fraction, rng) if spec.val_fraction > 0 else (data, None)
+    z, v, gx = _tensors(train)
+    if spec.set_normalisation:
+        net.set_normalisation(z.mean(0), z.std(0) if len(z) > 1 else torch.ones(z.shape[1]))
+    v_scale = max(float(v.var()) if len(v) > 1 else 1.0, 1e-12)
+    g_scale = max(float((gx ** 2).sum(1).mean()), 1e-12)
+    opt = torch.optim.Adam(net.parameters(), lr=spec.lr)
+    steps_per_epoch = math.ceil(len(z) / spec.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=spec.epochs * steps_per_epoch, eta_min=spec.lr * 1e-2)
+    result = FitResult()
+    gen = torch.Generator().manual_seed(spec.seed)
+    bar = tqdm(range(spec.epochs), desc="sobolev fit", unit="epoch", disable=not progress,
+               leave=False)
+    for epoch in bar:
+        net.train()
+        perm = torch.randperm(len(z), generator=gen)
+        total = 0.0
+        for i in range(steps_per_epoch):
+            b = perm[i * spec.batch_size:(i + 1) * spec.batch_size]
+            loss, _, _ = sobolev_loss(net, z[b], v[b], gx[b], data.nx, spec.sobolev_lambda,
+                                      v_scale, g_scale)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(b)
+        row = {"epoch": float(epoch), "train_loss": total / len(z)}
+        if val is not None and len(val):
+            zv, vv, gv = _tensors(val)
+            _, lv, lg = sobolev_loss(net, zv, vv, gv, data.nx, 1.0, v_scale, g_scale,
+                                     create_graph=False)
+            row.update(val_value_nmse=float(lv.detach()), val_grad_nmse=float(lg.detach()))
+        result.history.append(row)
+        bar.set_postfix(loss=f"{row['train_loss']:.2e}")
+        if callback is not None:
+            callback(epoch, row)
+    net.eval()
+    return result

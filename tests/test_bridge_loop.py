@@ -1,0 +1,233 @@
+"""The bridge on a running closed loop (in-process, loop in a thread, loopback, random ports):
+a round trip for every command, and each command's effect on the loop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from mpc.bridge import BridgeClient, BridgeError, BridgeServer, BridgeTimeout, CommandRefused
+from mpc.config import load_config
+from mpc.runner import ClosedLoop
+
+from .conftest import IIWA
+
+PORTS = ["bridge.state_port=0", "bridge.command_port=0", "bridge.wrench_port=0"]
+
+
+class RunningBridge(SimpleNamespace):
+    def stop(self):
+        """Stop the loop; returns its RunResult (or re-raises what the loop raised)."""
+        self.loop.stop_requested = True
+        self.thread.join(20)
+        assert not self.thread.is_alive(), "the loop did not stop"
+        if "error" in self.box:
+            raise self.box["error"]
+        return self.box["result"]
+
+
+@contextmanager
+def run_bridge(sets=(), duration=60.0, timing="wallclock", timeout_s=5.0):
+    """A closed loop with a bridge, running in a thread until the block ends."""
+    cfg = load_config(IIWA, [f"run.duration={duration}", f"mpc.timing={timing}",
+                             "disturbances.schedule=[]", *PORTS, *sets])
+    loop = ClosedLoop(cfg)
+    try:
+        server = BridgeServer(loop).attach()
+    except BaseException:
+        loop.close()
+        raise
+    box: dict = {}
+
+    def run():
+        try:
+            box["result"] = loop.run(progress=False)
+        except BaseException as exc:  # surfaced by stop()
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True, name="closed-loop")
+    thread.start()
+    client = BridgeClient(server.endpoints["commands"], timeout_s=timeout_s)
+    rb = RunningBridge(loop=loop, server=server, client=client, box=box, thread=thread, cfg=cfg)
+    try:
+        yield rb
+    finally:
+        loop.stop_requested = True
+        thread.join(20)
+        client.close()
+        server.close()
+        loop.close()
+
+
+def wait_state(client, pred, timeout=5.0):
+    """The first state (newest-first stream) for which ``pred`` holds, or fail."""
+    deadline = time.monotonic() + timeout
+    for s in client.states(latest=True, timeout_s=timeout):
+        if pred(s):
+            return s
+        assert time.monotonic() < deadline, "condition not reached in time"
+
+
+def test_round_trip_of_every_command():
+    with run_bridge() as rb:
+        c = rb.client
+        st = c.status()
+        assert st["schema"] == 1 and st["timing"] == "wallclock" and st["terminal"] == "quadratic"
+        assert st["endpoints"] == rb.server.endpoints and "lbr_iiwa_link_7" in st["links"]
+        r = c.push([20.0, 0, 0], duration=0.05)
+        assert r["ok"] and r["link"] == "lbr_iiwa_link_7" and r["end"] == pytest.approx(r["t"] + 0.05)
+        r = c.push([0, 0, 5.0], torque=[0, 1.0, 0], duration=0.05, link="lbr_iiwa_link_4")
+        assert r["link"] == "lbr_iiwa_link_4"
+        assert c.set_target([0.4, 0.4, 0.55])["target"] == [0.4, 0.4, 0.55]
+        r = c.swap_value("none")
+        assert r["terminal"] == "none" and r["applied_t"] >= 0
+        assert c.clear_value()["terminal"] == "quadratic"
+        assert c.pause()["paused"] is True
+        assert c.resume()["paused"] is False
+        refusals = {
+            "|force|": lambda: c.push([500.0, 0, 0], duration=0.1),
+            "|torque|": lambda: c.push([0, 0, 0], torque=[0, 0, 80.0], duration=0.1),
+            "duration": lambda: c.push([1.0, 0, 0], duration=10.0),
+            "unknown link": lambda: c.push([1.0, 0, 0], duration=0.1, link="gripper"),
+            "outside the workspace": lambda: c.set_target([0.4, 0.4, 2.0]),
+            "unreachable": lambda: c.set_target([-0.9, -0.9, 1.2]),
+            "allowed_dirs": lambda: c.swap_value("/etc/passwd"),
+            "not 'none'": lambda: c.swap_value("../../models/x.pt"),
+            "unknown command": lambda: c.request("reboot"),
+            "unknown field": lambda: c.request("status", verbose=True),
+        }
+        for words, call in refusals.items():
+            with pytest.raises(CommandRefused, match=words) as exc:
+                call()
+            assert "\n" not in exc.value.reason
+        counters = c.status()["counters"]
+        assert counters["bad"] == 2 and counters["refused"] == 8
+        # status, 2 pushes, target, swap, clear, pause, resume (this status counts once answered)
+        assert counters["applied"] == 8
+        result = rb.stop()
+    s = result.summary
+    assert [e["spec"] for e in s["swaps"]] == ["none", "quadratic"]
+    bridge_pushes = [p for p in rb.loop.disturbances.history if p.source == "bridge"]
+    assert len(bridge_pushes) == 2
+
+
+def test_push_moves_the_ee_and_the_recovery_is_in_the_summary():
+    with run_bridge() as rb:
+        c = rb.client
+        wait_state(c, lambda s: np.linalg.norm(np.subtract(s["ee"], s["target"])) < 0.005
+                   and s["t"] > 0.5)
+        r = c.push([50.0, 0, 0], duration=0.1)
+        seen = wait_state(c, lambda s: s["disturbances"] and s["disturbances"][0]["source"] == "bridge")
+        assert seen["disturbances"][0]["force"] == [50.0, 0.0, 0.0]
+        moved = wait_state(c, lambda s: np.linalg.norm(np.subtract(s["ee"], s["target"])) > 0.02)
+        assert moved["t"] < r["t"] + 0.5
+        wait_state(c, lambda s: s["t"] > r["t"] + 1.5, timeout=10)
+        result = rb.stop()
+    rec = result.summary["recoveries"]
+    assert len(rec) == 1 and rec[0]["start_s"] == pytest.approx(r["t"])
+    assert rec[0]["peak_deviation_m"] > 0.02 and rec[0]["recovery_time_s"] is not None
+
+
+def test_target_change_is_tracked():
+    with run_bridge() as rb:
+        c = rb.client
+        new = [0.5, 0.2, 0.5]
+        r = c.set_target(new)
+        s = wait_state(c, lambda s: np.linalg.norm(np.subtract(s["ee"], new)) < 0.005, timeout=10)
+        assert s["target"] == new and s["t"] - r["t"] < 3.0
+        assert np.allclose(rb.loop.target, new)
+
+
+def test_wrench_stream_is_applied_and_goes_back_to_zero_when_it_stops():
+    with run_bridge(["bridge.stale_after_s=0.05"]) as rb:
+        c = rb.client
+        end = time.monotonic() + 0.4
+        while time.monotonic() < end:
+            c.send_wrench([15.0, 0, 0], t=time.time())
+            time.sleep(0.002)
+        s = next(c.states())
+        assert s["stream"] is not None and s["stream"]["force"] == [15.0, 0.0, 0.0]
+        wait_state(c, lambda s: s["stream"] is None, timeout=2.0)  # stale: zero, not frozen
+        n = c.status()["counters"]
+        assert n["wrench_applied"] > 10 and n["wrench_stale"] == 1
+        # Samples above the limits, on unknown links or older than the latest are not applied.
+        for _ in range(50):
+            c.send_wrench([500.0, 0, 0])
+            c.send_wrench([5.0, 0, 0], link="nowhere")
+            time.sleep(0.002)
+        time.sleep(0.1)
+        assert rb.loop.disturbances.stream is None
+        assert c.status()["counters"]["wrench_refused"] > 0
+
+
+def test_pause_and_resume_freeze_sim_time_in_wallclock():
+    with run_bridge() as rb:
+        c = rb.client
+        c.pause()
+        t1 = c.status()["sim_time"]
+        time.sleep(0.3)
+        st = c.status()
+        assert st["paused"] and st["sim_time"] == t1
+        assert next(c.states())["paused"] is True  # the stream keeps flowing while paused
+        c.resume()
+        time.sleep(0.2)
+        assert c.status()["sim_time"] > t1 + 0.1
+
+
+def test_lockstep_applies_commands_at_the_tick_they_are_read():
+    with run_bridge(timing="lockstep") as rb:
+        c = rb.client
+        with pytest.raises(CommandRefused, match="wallclock"):
+            c.pause()
+        r = c.push([10.0, 0, 0], duration=0.02)
+        rb.stop()
+    dt = rb.loop.arm.dt
+    assert r["t"] == pytest.approx(r["tick"] * dt)
+    (p,) = [p for p in rb.loop.disturbances.history if p.source == "bridge"]
+    assert p.start == r["t"]  # started at the very tick the command was read
+
+
+def test_no_server_and_busy_port_fail_with_one_line():
+    c = BridgeClient("tcp://127.0.0.1:9", timeout_s=0.2)  # discard port: nobody answers
+    with pytest.raises(BridgeTimeout, match="no reply from tcp://127.0.0.1:9 within 0.2 s"):
+        c.status()
+    with pytest.raises(BridgeTimeout):
+        c.status()  # the DEALER is still usable after a lost reply (a REQ would be wedged)
+    c.close()
+    with run_bridge() as rb:
+        port = rb.server.endpoints["commands"].rsplit(":", 1)[1]
+        cfg = load_config(IIWA, ["run.duration=0.1", f"bridge.command_port={port}",
+                                 "bridge.state_port=0", "bridge.wrench_port=0"])
+        with ClosedLoop(cfg) as loop:
+            with pytest.raises(BridgeError, match=f"cannot listen on tcp://127.0.0.1:{port}"):
+                BridgeServer(loop)
+        assert rb.client.status()["ok"]  # the running bridge is unaffected
+
+
+def test_model_swaps_through_the_bridge(tmp_path, monkeypatch):
+    """A valid model goes live; a wrong-dimension one is refused while the old one keeps
+    running."""
+    helpers = pytest.importorskip("tests.value_helpers",
+                                  reason="value models not available yet")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    cfg = load_config(IIWA)
+    helpers.make_artifact(tmp_path / "models/good.pt", cfg)
+    helpers.make_artifact(tmp_path / "models/wrong_dim.pt", cfg, nx=12)
+    with run_bridge() as rb:
+        c = rb.client
+        r = c.swap_value("models/good.pt")
+        assert r["terminal"] != "quadratic" and r["model_id"].startswith("good.pt@")
+        live = r["terminal"]
+        with pytest.raises(CommandRefused, match="state dimension 12 != this robot's 14"):
+            c.swap_value("models/wrong_dim.pt")
+        assert c.status()["terminal"] == live
+        s = wait_state(c, lambda s: s["t"] > 0.3)
+        assert s["terminal"] == live and s["solve_status"] == "OK"
+        result = rb.stop()
+    assert result.summary["fallback_ticks"] == 0 and result.summary["solver_failures"] == 0

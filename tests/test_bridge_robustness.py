@@ -1,0 +1,231 @@
+"""Hostile traffic while a sim runs: thousands of malformed frames, a flood above the rate limit,
+a subscriber that stops reading, clients that vanish mid-exchange. Pass criteria: the loop never
+crashes, nothing invalid is ever applied (checked at every tick), memory stays bounded, and the
+deadline-miss rate is no worse than in a quiet window of the same run."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import zmq
+
+from mpc.bridge import BridgeClient
+from mpc.bridge.messages import encode
+
+from .test_bridge_loop import run_bridge
+
+VALID_FORCE = 7.0  # [N] the only push magnitude a flooder sends in a valid command
+
+# The flooder runs in its own process (only zmq and msgpack: it starts in ~0.1 s) so its work
+# never competes with the loop for the GIL. It prints one JSON line of what came back.
+FLOODER = r"""
+import json, math, random, sys, time
+import msgpack, zmq
+
+cmd_ep, wrench_ep = sys.argv[1:3]
+rnd = random.Random(7)
+pack = lambda o: msgpack.packb(o, use_bin_type=True)
+ctx = zmq.Context()
+d = ctx.socket(zmq.DEALER); d.linger = 0; d.sndhwm = 100000; d.connect(cmd_ep)
+w = ctx.socket(zmq.PUB); w.linger = 0; w.connect(wrench_ep)
+valid = pack({"version": 1, "cmd": "push", "force": [7.0, 0, 0], "duration": 0.01})
+frames = []
+for i in range(900):
+    frames.append(bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(0, 200))))
+for i in range(500):
+    frames.append(valid[:rnd.randrange(0, len(valid))])
+for i in range(400):
+    frames.append(pack({"version": 1, "cmd": "push", "force": ["7", 0, 0], "duration": "x"}))
+for i in range(300):
+    frames.append(pack({"version": 1, "cmd": "set_target", "target": [0.1] * 2000}))
+for i in range(400):
+    frames.append(pack({"version": 1, "cmd": "set_target", "target": [math.nan, 0.0, 0.5]}))
+for i in range(300):
+    frames.append(pack({"version": 1, "cmd": "push", "force": [1e6, 0, 0], "duration": 0.1}))
+for i in range(300):
+    frames.append(pack({"version": 1, "cmd": rnd.choice(["rm", "exec", "", "PUSH"])}))
+for i in range(200):
+    frames.append(pack({"version": 1, "cmd": "set_target", "target": [5.0, 0.0, 0.5]}))
+rnd.shuffle(frames)
+n_valid = 20
+for i in range(n_valid):
+    frames.insert(rnd.randrange(len(frames)), valid)
+t0 = time.monotonic()
+for i, f in enumerate(frames):
+    if i % 50 == 0:  # a few multi-frame messages too
+        d.send_multipart([valid, valid, b"x"])
+    d.send(f)
+    if i % 10 == 0:  # and garbage on the wrench stream
+        w.send(bytes(rnd.getrandbits(8) for _ in range(40)), zmq.NOBLOCK)
+        w.send(pack({"version": 1, "t": time.time(), "force": [1e9, 0, 0]}), zmq.NOBLOCK)
+        w.send(pack({"version": 1, "t": time.time(), "force": [math.inf, 0, 0]}), zmq.NOBLOCK)
+multi = len(frames) // 50 + (1 if len(frames) % 50 else 0)
+expected = len(frames) + multi
+# Rate flood: valid commands as fast as possible, far above the configured rate.
+for i in range(600):
+    d.send(pack({"version": 1, "id": 100000 + i, "cmd": "status"}))
+expected += 600
+ok = err = rate = 0
+pushed = 0
+deadline = time.monotonic() + 30
+got = 0
+while got < expected and time.monotonic() < deadline:
+    if not d.poll(1000):
+        continue
+    r = msgpack.unpackb(d.recv(), raw=False)
+    got += 1
+    if r["ok"]:
+        ok += 1
+        pushed += r["cmd"] == "push"
+    else:
+        err += 1
+        rate += "commands/s" in r["error"]
+print(json.dumps({"sent": expected, "replies": got, "ok": ok, "errors": err, "rate_limited": rate,
+                  "pushes_ok": pushed, "valid_pushes": n_valid,
+                  "seconds": time.monotonic() - t0}))
+"""
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return math.nan
+
+
+class Watchdog:
+    """A tick hook that checks, at every tick, that nothing invalid is applied, and records
+    each tick's solve time and wall-clock gap for the miss rates."""
+
+    def __init__(self, loop) -> None:
+        ws = loop.cfg.task.workspace
+        self.lo, self.hi = np.asarray(ws.min), np.asarray(ws.max)
+        self.lim = loop.cfg.bridge.limits
+        self.t, self.solve_ms, self.gap_ms = [], [], []
+        self.violations: list[str] = []
+        self._last = None
+
+    def __call__(self, loop, k, t) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            self.gap_ms.append((now - self._last) * 1e3)
+            self.t.append(t)
+            self.solve_ms.append(loop.controller.last_report.solve_ms)
+        self._last = now
+        target = loop.target
+        if not (np.all(np.isfinite(target)) and np.all(target >= self.lo)
+                and np.all(target <= self.hi)):
+            self.violations.append(f"t={t}: target {target}")
+        for p in loop.disturbances.active:
+            if p.source == "bridge" and not math.isclose(np.linalg.norm(p.force), VALID_FORCE):
+                self.violations.append(f"t={t}: push {p.force}")
+        s = loop.disturbances.stream
+        if s is not None and not (np.all(np.isfinite(s[1]))
+                                  and np.linalg.norm(s[1]) <= self.lim.max_force_n):
+            self.violations.append(f"t={t}: stream {s[1]}")
+
+    def rates(self, t0: float, t1: float) -> tuple[float, float]:
+        """(deadline-miss rate, rate of ticks more than 2 ms late) in sim window [t0, t1)."""
+        t = np.asarray(self.t)
+        sel = (t >= t0) & (t < t1)
+        return (float(np.mean(np.asarray(self.solve_ms)[sel] > 1.0)),
+                float(np.mean(np.asarray(self.gap_ms)[sel] > 2.0)))
+
+
+def test_malformed_frames_and_a_rate_flood_change_nothing_they_should_not():
+    with run_bridge(["bridge.messages_per_tick=4", "bridge.command_rate_hz=200",
+                     "bridge.command_burst=50"]) as rb:
+        dog = Watchdog(rb.loop)
+        rb.loop.tick_hooks.insert(0, dog)
+        c = rb.client
+        t_quiet = c.status()["sim_time"]
+        time.sleep(1.5)  # a quiet window to compare against
+        rss0 = rss_mb()
+        t_flood = c.status()["sim_time"]
+        flood = subprocess.run([sys.executable, "-c", FLOODER, rb.server.endpoints["commands"],
+                                rb.server.endpoints["wrench"]], capture_output=True, text=True,
+                               timeout=60)
+        assert flood.returncode == 0, flood.stderr
+        t_end = c.status()["sim_time"]
+        # A peer sending a frame far above the size limit is cut off by libzmq itself, unread.
+        with zmq.Context() as ctx, ctx.socket(zmq.DEALER) as big:
+            big.linger = 0
+            big.connect(rb.server.endpoints["commands"])
+            for _ in range(20):
+                big.send(b"\x00" * 1_000_000)
+            time.sleep(0.3)
+        assert c.status()["ok"]  # still answering
+        rss1 = rss_mb()
+        result = rb.stop()
+    report = json.loads(flood.stdout)
+    counters = rb.server.counters
+    assert dog.violations == []
+    assert report["replies"] == report["sent"], report  # every frame got exactly one reply
+    assert report["pushes_ok"] <= report["valid_pushes"]
+    bridge_pushes = [p for p in rb.loop.disturbances.history if p.source == "bridge"]
+    assert len(bridge_pushes) == report["pushes_ok"]
+    assert all(np.linalg.norm(p.force) == VALID_FORCE for p in bridge_pushes)
+    assert counters.bad >= 2600 and counters.refused >= 500  # the 1e6 N pushes, targets, rate
+    assert report["rate_limited"] > 0 and counters.rate_limited == report["rate_limited"]
+    # The rate flood: at most a burst plus the sustained rate over its duration got through.
+    assert report["ok"] - report["pushes_ok"] <= 50 + 200 * report["seconds"] + 20
+    assert counters.wrench_applied == 0 and counters.wrench_bad + counters.wrench_refused > 0
+    assert rss1 - rss0 < 64, f"RSS grew by {rss1 - rss0:.0f} MB"
+    miss_quiet, late_quiet = dog.rates(t_quiet + 0.2, t_flood)
+    miss_flood, late_flood = dog.rates(t_flood, t_end)
+    # No worse than quiet, give or take the noise of a shared 2-core machine.
+    assert miss_flood <= miss_quiet + 0.02, (miss_quiet, miss_flood)
+    assert late_flood <= late_quiet + 0.02, (late_quiet, late_flood)
+    assert result.summary["fallback_ticks"] == 0 and result.summary["nonfinite_torques"] == 0
+    assert rb.server.summary()["hook_us"]["p99"] < 1000
+
+
+def test_stalled_subscriber_and_vanishing_clients():
+    with run_bridge() as rb:
+        ep = rb.server.endpoints
+        ctx = zmq.Context()
+        stalled = ctx.socket(zmq.SUB)  # subscribes, then never reads a single message
+        stalled.linger = 0
+        stalled.setsockopt(zmq.SUBSCRIBE, b"")
+        stalled.connect(ep["state"])
+        rss0 = rss_mb()
+        published0 = rb.server.counters.published
+        # Clients that vanish mid-exchange: commands sent, socket gone before the replies.
+        for i in range(20):
+            gone = ctx.socket(zmq.DEALER)
+            gone.connect(ep["commands"])
+            gone.send(encode({"version": 1, "id": i, "cmd": "status"}))
+            gone.send(encode({"version": 1, "id": i, "cmd": "swap_value", "path": "none"}))
+            time.sleep(0.01)
+            gone.close(linger=0)
+        # ... and peers that drop the TCP connection halfway through the ZMTP handshake.
+        port = int(ep["commands"].rsplit(":", 1)[1])
+        for _ in range(20):
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as raw:
+                raw.sendall(b"\xff\x00\x00\x00\x00\x00\x00\x00\x01\x7f\x03")
+        time.sleep(1.5)
+        # A reader that only wants the newest state gets a fresh one, however slow it is.
+        with BridgeClient(ep["commands"], timeout_s=5) as c:
+            states = c.states(latest=True)
+            next(states)
+            time.sleep(0.5)  # fall behind on purpose
+            s = next(states)
+            assert time.time() - s["wall_time"] < 0.05
+            states.close()
+            st = c.status()
+        published = rb.server.counters.published - published0
+        assert published > 0.8 * (2.0 / 0.002)  # publishing never blocked on the stalled reader
+        assert rb.server.counters.publish_dropped == 0
+        assert rss_mb() - rss0 < 64
+        assert st["terminal"] == "none"  # the vanished clients' swaps still went through
+        result = rb.stop()
+        stalled.close()
+        ctx.term()
+    assert not result.summary["interrupted"] or result.summary["sim_steps"] > 2000

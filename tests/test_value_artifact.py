@@ -1,0 +1,119 @@
+"""The artifact contract: metadata, integrity, allowed folders, refusal of broken files."""
+
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from mpc.config import load_config
+from mpc.value_model import (
+    FORMAT_VERSION,
+    TARGET_PARAMS,
+    ValueModelError,
+    load_value_model,
+    read_metadata,
+    task_fingerprint,
+)
+
+from .conftest import IIWA
+from .value_helpers import make_artifact
+
+
+@pytest.fixture
+def cfg():
+    return load_config(IIWA)
+
+
+@pytest.fixture
+def models(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    return tmp_path / "models"
+
+
+def test_roundtrip_metadata_and_weights(cfg, models):
+    path = make_artifact(models / "v.pt", cfg, task_params=TARGET_PARAMS)
+    meta = read_metadata(path)
+    assert meta.format_version == FORMAT_VERSION
+    assert meta.state.nx == 14 and meta.state.robot == "iiwa" and len(meta.state.joint_names) == 7
+    assert meta.task_params == list(TARGET_PARAMS)
+    assert meta.task_fingerprint == task_fingerprint(cfg, TARGET_PARAMS)
+    assert meta.provenance.library_versions["crocoddyl"] == "3.2.1"
+    assert meta.architecture.n_in == 17 and meta.architecture.hidden == [64, 64, 64]
+    model = load_value_model("models/v.pt", ["models"])
+    assert model.metadata == meta
+    assert model.model_id == f"v.pt@{meta.weights_sha256[:8]}"
+    assert all(a.dtype == np.float64 for a in model.arrays.values())
+
+
+def test_fingerprint_tracks_the_cost_not_the_horizon(cfg):
+    base = task_fingerprint(cfg)
+    assert task_fingerprint(load_config(IIWA, ["ocp.horizon=50"])) == base
+    assert task_fingerprint(load_config(IIWA, ["ocp.costs.torque_reg=0.01"])) != base
+    assert task_fingerprint(load_config(IIWA, ["task.target=[0.3, 0.3, 0.6]"])) != base
+    # A value conditioned on the target serves every target.
+    assert (task_fingerprint(load_config(IIWA, ["task.target=[0.3, 0.3, 0.6]"]), TARGET_PARAMS)
+            == task_fingerprint(cfg, TARGET_PARAMS))
+
+
+@pytest.mark.parametrize("where", ["../v.pt", "/tmp/../etc/v.pt", "elsewhere/v.pt"])
+def test_paths_outside_allowed_folders_are_refused(cfg, models, where):
+    with pytest.raises(ValueModelError, match="outside the allowed folders models/"):
+        load_value_model(where, ["models"])
+
+
+def test_symlink_out_of_the_allowed_folder_is_refused(cfg, models, tmp_path):
+    outside = make_artifact(tmp_path / "outside.pt", cfg)
+    os.symlink(outside, models / "link.pt")
+    with pytest.raises(ValueModelError, match="outside the allowed folders"):
+        load_value_model("models/link.pt", ["models"])
+
+
+def test_truncated_file_is_refused(cfg, models):
+    path = make_artifact(models / "v.pt", cfg)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueModelError, match="cannot load as TorchScript"):
+        load_value_model("models/v.pt", ["models"])
+
+
+def test_not_an_archive_is_refused(models):
+    (models / "junk.pt").write_bytes(b"\x80\x04not a zip at all")
+    with pytest.raises(ValueModelError, match="junk.pt: cannot load"):
+        load_value_model("models/junk.pt", ["models"])
+    with pytest.raises(ValueModelError, match="not a TorchScript archive"):
+        read_metadata(models / "junk.pt")
+
+
+def _rewrite_member(path, predicate, change):
+    with zipfile.ZipFile(path) as zin:
+        items = [(i, zin.read(i.filename)) for i in zin.infolist()]
+    with zipfile.ZipFile(path, "w") as zout:
+        for info, blob in items:
+            zout.writestr(info, change(blob) if predicate(info.filename) else blob)
+
+
+def test_edited_weights_fail_the_sha256(cfg, models):
+    path = make_artifact(models / "v.pt", cfg)
+    def flip(blob):
+        b = bytearray(blob)
+        b[len(b) // 2] ^= 0x40
+        return bytes(b)
+    _rewrite_member(path, lambda n: "/data/" in n and not n.endswith(".pkl"), flip)
+    with pytest.raises(ValueModelError, match="weights sha256 .* does not match"):
+        load_value_model("models/v.pt", ["models"])
+
+
+def test_edited_metadata_is_refused(cfg, models):
+    path = make_artifact(models / "v.pt", cfg)
+    def bump(blob):
+        meta = json.loads(blob)
+        meta["format_version"] = 99
+        return json.dumps(meta).encode()
+    _rewrite_member(path, lambda n: n.endswith("extra/metadata.json"), bump)
+    with pytest.raises(ValueModelError, match="format version 99 is not supported"):
+        read_metadata(path)
+    with pytest.raises(ValueModelError, match="format version 99"):
+        load_value_model("models/v.pt", ["models"])
