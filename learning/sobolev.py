@@ -64,8 +64,12 @@ def _tensors(ds: ValueDataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
 
 def fit_sobolev(net: torch.nn.Module, data: ValueDataset, spec: SobolevFitSpec,
                 progress: bool = True,
-                callback: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
-    """Train ``net`` in place; returns the per-epoch history (train and validation losses)."""
+                callback: Callable[[int, dict[str, float]], None] | None = None,
+                optimizer: torch.optim.Optimizer | None = None) -> FitResult:
+    """Train ``net`` in place; returns the per-epoch history (train and validation losses).
+
+    ``optimizer`` (an Adam over ``net``'s parameters) carries its moments across calls, as DVP's
+    successive fits do; its learning rate is reset to ``spec.lr`` for this fit's schedule."""
     from tqdm import tqdm
 
     rng = np.random.default_rng(spec.seed)
@@ -77,7 +81,9 @@ def fit_sobolev(net: torch.nn.Module, data: ValueDataset, spec: SobolevFitSpec,
         net.set_normalisation(z.mean(0), z.std(0) if len(z) > 1 else torch.ones(z.shape[1]))
     v_scale = max(float(v.var()) if len(v) > 1 else 1.0, 1e-12)
     g_scale = max(float((gx ** 2).sum(1).mean()), 1e-12)
-    opt = torch.optim.Adam(net.parameters(), lr=spec.lr)
+    opt = optimizer if optimizer is not None else torch.optim.Adam(net.parameters(), lr=spec.lr)
+    for group in opt.param_groups:
+        group["lr"] = group["initial_lr"] = spec.lr
     steps_per_epoch = math.ceil(len(z) / spec.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(
         opt, T_max=spec.epochs * steps_per_epoch, eta_min=spec.lr * 1e-2)

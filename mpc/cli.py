@@ -183,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_value_bench(bsub)
     add_value_commands(sub)
+    from .eval_cli import add_eval_commands
+
+    add_eval_commands(sub)
+
+    from .train_cli import add_train_commands
+
+    add_train_commands(sub)
 
     from .bridge.cli import add_bridge_bench, add_bridge_commands
 

@@ -67,8 +67,9 @@ class QuadraticTerminal(TerminalCost):
         costs = crocoddyl.CostModelSum(ocp.state, ocp.nu)
         if s.ee_translation > 0:
             costs.addCost("ee_translation", ocp.ee_translation_cost(), s.ee_translation)
-        if s.state_reg > 0:
-            costs.addCost("state_reg", ocp.state_reg_cost(), s.state_reg)
+        if s.state_reg > 0:  # same posture/velocity split as the running cost
+            w = ocp.spec.costs
+            costs.addCost("state_reg", ocp.state_reg_cost(w.state_reg_q, w.state_reg_v), s.state_reg)
         if s.ee_velocity > 0:
             costs.addCost("ee_velocity", ocp.ee_velocity_cost(), s.ee_velocity)
         return ocp.integrate(ocp.differential(costs), 0.0)

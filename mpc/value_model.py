@@ -75,7 +75,7 @@ class StateLayout(_Meta):
     robot: str
     joint_names: list[str]
     nx: int = Field(gt=0)
-    layout: Literal["q,v"] = "q,v"
+    layout: Literal["q,v", "vector"] = "q,v"
 
 
 class TrainedWith(_Meta):

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import socket
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import zmq
@@ -32,7 +34,19 @@ cmd_ep, wrench_ep = sys.argv[1:3]
 rnd = random.Random(7)
 pack = lambda o: msgpack.packb(o, use_bin_type=True)
 ctx = zmq.Context()
-d = ctx.socket(zmq.DEALER); d.linger = 0; d.sndhwm = 100000; d.connect(cmd_ep)
+if cmd_ep == "dry":  # the same work against a stand-in server in this process: the baseline
+    import threading
+    sink = ctx.socket(zmq.ROUTER); sink.linger = 0
+    cmd_ep = "tcp://127.0.0.1:%d" % sink.bind_to_random_port("tcp://127.0.0.1")
+    wrench_ep = "tcp://127.0.0.1:%d" % ctx.socket(zmq.SUB).bind_to_random_port("tcp://127.0.0.1")
+    def serve():
+        while True:
+            frames = sink.recv_multipart()
+            ok = len(frames) == 2 and frames[1] == valid
+            sink.send_multipart([frames[0], pack({"id": None, "ok": ok, "cmd": "push",
+                                                  "error": "x"})])
+    threading.Thread(target=serve, daemon=True).start()
+d = ctx.socket(zmq.DEALER); d.linger = 0; d.sndhwm = d.rcvhwm = 0; d.connect(cmd_ep)
 w = ctx.socket(zmq.PUB); w.linger = 0; w.connect(wrench_ep)
 valid = pack({"version": 1, "cmd": "push", "force": [7.0, 0, 0], "duration": 0.01})
 frames = []
@@ -144,9 +158,23 @@ def test_malformed_frames_and_a_rate_flood_change_nothing_they_should_not():
                      "bridge.command_burst=50"]) as rb:
         dog = Watchdog(rb.loop)
         rb.loop.tick_hooks.insert(0, dog)
+        hook_cpu_us: list[float] = []  # the bridge's own work, in CPU time: preemption by
+        serve = rb.loop.tick_hooks[-1]  # other processes on a busy machine does not count
+
+        def timed(loop, k, t):
+            t0 = time.thread_time()
+            serve(loop, k, t)
+            hook_cpu_us.append((time.thread_time() - t0) * 1e6)
+
+        rb.loop.tick_hooks[-1] = timed
         c = rb.client
+        busy = os.getloadavg()[0]  # [runnable tasks] others' load makes timings meaningless
         t_quiet = c.status()["sim_time"]
-        time.sleep(1.5)  # a quiet window to compare against
+        time.sleep(1.0)  # a quiet window, and one with the same traffic aimed elsewhere
+        t_dry = c.status()["sim_time"]
+        dry = subprocess.run([sys.executable, "-c", FLOODER, "dry", ""], capture_output=True,
+                             text=True, timeout=60)
+        assert dry.returncode == 0, dry.stderr
         rss0 = rss_mb()
         t_flood = c.status()["sim_time"]
         flood = subprocess.run([sys.executable, "-c", FLOODER, rb.server.endpoints["commands"],
@@ -154,6 +182,10 @@ def test_malformed_frames_and_a_rate_flood_change_nothing_they_should_not():
                                timeout=60)
         assert flood.returncode == 0, flood.stderr
         t_end = c.status()["sim_time"]
+        dry = subprocess.run([sys.executable, "-c", FLOODER, "dry", ""], capture_output=True,
+                             text=True, timeout=60)
+        t_dry2 = c.status()["sim_time"]
+        busy = max(busy, os.getloadavg()[0])
         # A peer sending a frame far above the size limit is cut off by libzmq itself, unread.
         with zmq.Context() as ctx, ctx.socket(zmq.DEALER) as big:
             big.linger = 0
@@ -178,13 +210,23 @@ def test_malformed_frames_and_a_rate_flood_change_nothing_they_should_not():
     assert report["ok"] - report["pushes_ok"] <= 50 + 200 * report["seconds"] + 20
     assert counters.wrench_applied == 0 and counters.wrench_bad + counters.wrench_refused > 0
     assert rss1 - rss0 < 64, f"RSS grew by {rss1 - rss0:.0f} MB"
-    miss_quiet, late_quiet = dog.rates(t_quiet + 0.2, t_flood)
-    miss_flood, late_flood = dog.rates(t_flood, t_end)
-    # No worse than quiet, give or take the noise of a shared 2-core machine.
-    assert miss_flood <= miss_quiet + 0.02, (miss_quiet, miss_flood)
-    assert late_flood <= late_quiet + 0.02, (late_quiet, late_flood)
+    # Deadline misses (and ticks more than 2 ms late) while the bridge is flooded are no more
+    # frequent than with no traffic, or with the same sender loading the machine but aiming at
+    # a stand-in: on 2 cores the sender's own CPU use is not the bridge's doing.
+    windows = [dog.rates(t_quiet + 0.2, t_dry), dog.rates(t_dry, t_flood),
+               dog.rates(t_end, t_dry2)]
+    flooded = dog.rates(t_flood, t_end)
+    slack = 0.03
+    if busy > (os.cpu_count() or 1):  # others load the machine: windows differ by their noise
+        slack = 0.15
+        warnings.warn(f"machine busy (load {busy:.1f}): rates compared with slack {slack}: "
+                      f"flooded {flooded}, without bridge traffic {windows}")
+    for i, what in enumerate(["deadline-miss rate", "late-tick rate"]):
+        worst = max(w[i] for w in windows)
+        assert flooded[i] <= worst + slack, (what, windows, flooded)
     assert result.summary["fallback_ticks"] == 0 and result.summary["nonfinite_torques"] == 0
-    assert rb.server.summary()["hook_us"]["p99"] < 1000
+    n_flood = int(round((t_end - t_flood) / rb.loop.arm.dt))  # the last ticks' hook calls
+    assert np.percentile(hook_cpu_us[-n_flood:], 99) < 1000  # bounded work, well under a tick
 
 
 def test_stalled_subscriber_and_vanishing_clients():
@@ -197,6 +239,7 @@ def test_stalled_subscriber_and_vanishing_clients():
         stalled.connect(ep["state"])
         rss0 = rss_mb()
         published0 = rb.server.counters.published
+        tick0 = rb.client.status()["sim_tick"]
         # Clients that vanish mid-exchange: commands sent, socket gone before the replies.
         for i in range(20):
             gone = ctx.socket(zmq.DEALER)
@@ -221,11 +264,14 @@ def test_stalled_subscriber_and_vanishing_clients():
             states.close()
             st = c.status()
         published = rb.server.counters.published - published0
-        assert published > 0.8 * (2.0 / 0.002)  # publishing never blocked on the stalled reader
-        assert rb.server.counters.publish_dropped == 0
+        ticks = st["sim_tick"] - tick0
+        assert ticks > 500
+        # Publishing never blocked or skipped for the stalled reader: every 2nd tick, give or
+        # take the first and the last.
+        assert abs(published - ticks / 2) <= 2 and rb.server.counters.publish_dropped == 0
         assert rss_mb() - rss0 < 64
         assert st["terminal"] == "none"  # the vanished clients' swaps still went through
-        result = rb.stop()
+        result = rb.stop()  # re-raises anything the loop raised
         stalled.close()
         ctx.term()
-    assert not result.summary["interrupted"] or result.summary["sim_steps"] > 2000
+    assert result.summary["fallback_ticks"] == 0 and result.summary["nonfinite_torques"] == 0

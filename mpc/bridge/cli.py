@@ -320,7 +320,7 @@ def add_bridge_bench(bsub: argparse._SubParsersAction) -> None:
     b.add_argument("--config", default=DEFAULT_CONFIG)
     b.add_argument("--duration", type=float, default=5.0,
                    help="sim seconds of the latency run (default 5)")
-    b.add_argument("--repeats", type=int, default=3, help="RTF runs per side (default 3)")
+    b.add_argument("--repeats", type=int, default=5, help="RTF runs per side (default 5)")
     b.add_argument("--set", action="append", metavar="KEY=VALUE")
     b.add_argument("--out", default="runs/bench", help="folder for bench_bridge.json")
     b.add_argument("-q", "--quiet", action="store_true")

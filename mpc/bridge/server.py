@@ -22,11 +22,13 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgpack
 import numpy as np
 import zmq
 
 from sim import Push
 
+from ..controller import SolveStatus
 from ..errors import VmpcError
 from .keys import start_authenticator
 from .messages import (
@@ -61,6 +63,8 @@ _HARD_SIZE_FACTOR = 8  # libzmq drops peers whose frames exceed this many max_me
 _MAX_PENDING_SWAPS = 2
 _MAX_PEERS = 256  # rate-limit buckets kept; the oldest is forgotten first
 _RING = 1 << 16  # hook durations kept for the percentiles
+_RCVMORE = zmq.RCVMORE  # getsockopt(_RCVMORE) is ~3x cheaper than the .rcvmore attribute
+_SEND_MORE = zmq.NOBLOCK | zmq.SNDMORE
 
 
 class BridgeError(VmpcError):
@@ -184,6 +188,10 @@ class BridgeServer:
         self._ws_min, self._ws_max = np.asarray(ws.min, float), np.asarray(ws.max, float)
         self._wallclock = loop.cfg.mpc.timing == "wallclock"
         self._hook = self._on_tick
+        self._static: dict[str, Any] | None = None
+        self._nq = loop.robot.nq
+        self._packer = msgpack.Packer(use_bin_type=True)  # reused: packb builds one per call
+        self._status_names = {int(st): st.name for st in SolveStatus}  # Enum.name is slow
         _preload_swap_support()
 
     # -- set-up and tear-down ------------------------------------------------------------------------
@@ -278,7 +286,9 @@ class BridgeServer:
             if not fresh and self._stream_seen is not None \
                     and t - self._stream_seen > self.spec.stale_after_s:
                 self._stream_went_stale(loop)
-            if self._cmd in ready or self._skip_parts:
+            # Not at tick 0: a push starting at t = 0 breaks summary.settle_time (IndexError
+            # on an empty window) and the run would end without its summary.
+            if k > 0 and (self._cmd in ready or self._skip_parts):
                 self._read_commands(loop, k, t)
         except zmq.ZMQError as exc:  # e.g. a socket closed under us at shutdown
             log.warning("bridge: %s", exc)
@@ -288,30 +298,34 @@ class BridgeServer:
     def state(self, loop: ClosedLoop, k: int, t: float) -> dict[str, Any]:
         """The state message of this tick: measured state at the start of tick ``k``, with the
         torque, wrenches and target that were applied during tick ``k - 1``."""
-        nq = loop.robot.nq
+        nq = self._nq
         x = loop.state
-        q = x[:nq]
+        xs = x.tolist()  # one conversion, then list slices: this runs up to 1000 times a second
         rep = loop.controller.last_report
-        dist = [{"link": self._link_names.get(p.link, str(p.link)), "force": p.force.tolist(),
-                 "torque": p.torque.tolist(), "start": p.start, "end": p.end, "source": p.source}
-                for p in loop.disturbances.active]
+        active = loop.disturbances.active
         stream = loop.disturbances.stream
         self._seq += 1
         return {
             "version": SCHEMA_VERSION, "seq": self._seq, "tick": k, "t": t,
             "wall_time": time.time(), "paused": loop.paused,
-            "q": q.tolist(), "v": x[nq:].tolist(), "tau": loop.last_tau.tolist(),
-            "ee": loop.robot.ee_position_world(q).tolist(), "target": loop.target.tolist(),
+            "q": xs[:nq], "v": xs[nq:], "tau": loop.last_tau.tolist(),
+            "ee": loop.robot.ee_position_world(x[:nq]).tolist(),
+            "target": loop.ocp._target.tolist(),  # read-only; the public property copies
             "solve_ms": rep.solve_ms, "iterations": rep.iterations,
-            "solve_status": rep.status.name, "cost": rep.cost,
-            "terminal": loop.ocp.terminal.label, "disturbances": dist,
+            "solve_status": self._status_names[rep.status],
+            "cost": rep.cost, "terminal": loop.ocp.terminal.label,
+            "disturbances": [self._push_entry(p) for p in active] if active else [],
             "stream": None if stream is None else {
                 "link": self._stream_link, "force": stream[1].tolist(),
                 "torque": stream[2].tolist(), "since_s": t - (self._stream_seen or t)},
         }
 
+    def _push_entry(self, p: Push) -> dict[str, Any]:
+        return {"link": self._link_names.get(p.link, str(p.link)), "force": p.force.tolist(),
+                "torque": p.torque.tolist(), "start": p.start, "end": p.end, "source": p.source}
+
     def _publish(self, loop: ClosedLoop, k: int, t: float) -> None:
-        frame = self._prefix + encode(self.state(loop, k, t))
+        frame = self._prefix + self._packer.pack(self.state(loop, k, t))
         try:
             self._pub.send(frame, zmq.NOBLOCK)
             self.counters.published += 1
@@ -365,20 +379,20 @@ class BridgeServer:
                 while budget > 0 and self._skip_parts:
                     sock.recv(zmq.NOBLOCK)
                     budget -= 1
-                    self._skip_parts = bool(sock.rcvmore)
+                    self._skip_parts = bool(sock.getsockopt(_RCVMORE))
                 continue
             try:
                 ident = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
             budget -= 1
-            if not sock.rcvmore:
+            if not sock.getsockopt(_RCVMORE):
                 continue  # a ROUTER always prepends the identity; nothing to answer
             payload = sock.recv(zmq.NOBLOCK)
             budget -= 1
             handled += 1
             self.counters.received += 1
-            if sock.rcvmore:
+            if sock.getsockopt(_RCVMORE):
                 self._skip_parts = True
                 self.counters.bad += 1
                 self._send_reply(ident, make_reply(None, None, "one frame per command (use a "
@@ -413,7 +427,8 @@ class BridgeServer:
 
     def _send_reply(self, ident: bytes, frame: bytes) -> None:
         try:  # a vanished or slow client loses its reply; the loop never waits for it
-            self._cmd.send_multipart([ident, frame], zmq.NOBLOCK)
+            self._cmd.send(ident, _SEND_MORE)
+            self._cmd.send(frame, zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
 
@@ -518,22 +533,27 @@ class BridgeServer:
 
     # -- reports ---------------------------------------------------------------------------------
     def status(self, loop: ClosedLoop, k: int, t: float) -> dict[str, Any]:
-        cfg, lim = loop.cfg, self.spec.limits
-        return {
-            "schema": SCHEMA_VERSION, "sim_time": t, "sim_tick": k,
-            "timing": cfg.mpc.timing, "paused": loop.paused,
+        if self._static is None:  # what cannot change during a run, built once
+            cfg = loop.cfg
+            self._static = {
+                "schema": SCHEMA_VERSION, "timing": cfg.mpc.timing,
+                "workspace": {"min": self._ws_min.tolist(), "max": self._ws_max.tolist()},
+                "robot": cfg.robot.name, "joint_names": list(loop.robot.joint_names),
+                "links": list(self._links), "ee_link": self._ee_name,
+                "endpoints": dict(self.endpoints), "topic": self.spec.topic,
+                "publish_every": self.spec.publish_every, "sim_dt": loop.arm.dt,
+                "limits": self.spec.limits.model_dump(),
+                "command_rate_hz": self.spec.command_rate_hz,
+                "curve": self.spec.curve is not None,
+            }
+        out = dict(self._static)
+        out.update({
+            "sim_time": t, "sim_tick": k, "paused": loop.paused,
             "terminal": loop.ocp.terminal.label, "configured_terminal": loop.configured_terminal,
-            "swaps_pending": len(self._pending_swaps),
-            "target": loop.target.tolist(),
-            "workspace": {"min": self._ws_min.tolist(), "max": self._ws_max.tolist()},
-            "robot": cfg.robot.name, "joint_names": list(loop.robot.joint_names),
-            "links": list(self._links), "ee_link": self._ee_name,
-            "endpoints": dict(self.endpoints), "topic": self.spec.topic,
-            "publish_every": self.spec.publish_every, "sim_dt": loop.arm.dt,
-            "limits": lim.model_dump(), "command_rate_hz": self.spec.command_rate_hz,
-            "curve": self.spec.curve is not None,
+            "swaps_pending": len(self._pending_swaps), "target": loop.target.tolist(),
             "counters": asdict(self.counters),
-        }
+        })
+        return out
 
     def summary(self) -> dict[str, Any]:
         """What goes into summary.json under ``bridge``."""

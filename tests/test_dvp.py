@@ -1,0 +1,192 @@
+"""DVP: value targets against finite differences, determinism across executors, kill -9 and
+resume, clear errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from learning.dvp import train_dvp
+from learning.dvp_config import load_dvp_config
+from learning.systems import ArmSpec, CartpoleSpec, PendulumSpec, UnicycleSpec, ZeroTerminal, make_system
+from mpc.errors import ConfigError, VmpcError
+
+from .conftest import IIWA, ROOT
+
+TINY = {
+    "system": {"kind": "pendulum"},
+    "dvp": {"iterations": 3, "samples": 12, "horizon": 10},
+    "fit": {"epochs": 2},
+    "validation": {"samples": 6, "horizon_factor": 3},
+    "executor": {"kind": "local", "workers": 2, "chunk": 3},
+}
+
+
+def write_cfg(path: Path, **changes) -> Path:
+    raw = json.loads(json.dumps(TINY))
+    for section, values in changes.items():
+        raw.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def run_files(out: Path) -> dict[str, np.ndarray]:
+    """Everything a run learned: each iteration's dataset and weights."""
+    import io
+
+    import torch
+
+    files = {}
+    for d in sorted((out / "checkpoints").glob("iter_*")):
+        with np.load(d / "dataset.npz") as data:
+            for k in data.files:
+                files[f"{d.name}/{k}"] = data[k]
+        state = torch.load(io.BytesIO((d / "model.pt").read_bytes()), weights_only=True)
+        for k, v in state.items():
+            files[f"{d.name}/{k}"] = v.numpy()
+    return files
+
+
+@pytest.mark.parametrize("spec", [PendulumSpec(), CartpoleSpec(), UnicycleSpec(),
+                                  ArmSpec(config=str(IIWA))], ids=lambda s: s.kind)
+def test_value_gradient_targets_match_finite_differences(spec):
+    system = make_system(spec)
+    row = system.sample(1, np.random.default_rng(3))[0]
+    make = lambda: ZeroTerminal(system.state, system.nu)  # noqa: E731
+    out = system.solve(row, 10, "none", make, 3, 500)
+    assert out.ok and out.z.shape[0] == 3
+    # Cost-to-go decreases along the solution, and its gradient is the solver's Vx.
+    assert out.value[0] >= out.value[1] >= out.value[2]
+    eps, fd = 1e-5, np.zeros(system.nx)
+    for i in range(system.nx):
+        plus, minus = row.copy(), row.copy()
+        plus[i] += eps
+        minus[i] -= eps
+        fd[i] = (system.solve(plus, 10, "none", make, 1, 500).value[0]
+                 - system.solve(minus, 10, "none", make, 1, 500).value[0]) / (2 * eps)
+    np.testing.assert_allclose(out.grad_x[0], fd, rtol=2e-2, atol=2e-3)
+
+
+@pytest.mark.slow
+def test_same_seed_same_dataset_on_one_or_two_workers_and_after_kill_resume(tmp_path):
+    cfg = load_dvp_config(write_cfg(tmp_path / "a.yaml"))
+    train_dvp(cfg, tmp_path / "two", progress=False, log=lambda *_: None)
+    one = load_dvp_config(write_cfg(tmp_path / "b.yaml", executor={"workers": 1}))
+    train_dvp(one, tmp_path / "one", progress=False, log=lambda *_: None)
+    ref = run_files(tmp_path / "two")
+    got = run_files(tmp_path / "one")
+    assert ref.keys() == got.keys() and len(ref) > 0
+    for k in ref:
+        np.testing.assert_array_equal(ref[k], got[k], err_msg=k)
+
+    # kill -9 after the first checkpoint, then --resume: the same files, nothing duplicated.
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "mpc.cli", "train", "dvp", "--config", str(tmp_path / "a.yaml"),
+           "--out", str(out), "-q"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        state = out / "state.json"
+        if state.exists() and json.loads(state.read_text())["completed"] >= 1:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    done = json.loads((out / "state.json").read_text())["completed"]
+    assert 1 <= done < 3, "the kill should land mid-run"
+    resumed = subprocess.run(cmd + ["--resume"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    got = run_files(out)
+    assert got.keys() == ref.keys()
+    for k in ref:
+        np.testing.assert_array_equal(ref[k], got[k], err_msg=k)
+    rows = (out / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 3  # header + one row per iteration, none twice
+    assert (out / "value.pt").exists() and not list((out / "checkpoints").glob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_ray_executor_gives_the_same_dataset(tmp_path):
+    pytest.importorskip("ray")
+    cfg = load_dvp_config(write_cfg(tmp_path / "a.yaml", dvp={"iterations": 1}))
+    train_dvp(cfg, tmp_path / "local", progress=False, log=lambda *_: None)
+    ray_cfg = load_dvp_config(write_cfg(tmp_path / "r.yaml", dvp={"iterations": 1},
+                                        executor={"kind": "ray", "workers": 2}))
+    train_dvp(ray_cfg, tmp_path / "ray", progress=False, log=lambda *_: None)
+    a, b = run_files(tmp_path / "local"), run_files(tmp_path / "ray")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_existing_run_needs_resume(tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "state.json").write_text('{"completed": 2}')
+    cfg = load_dvp_config(write_cfg(tmp_path / "a.yaml"))
+    with pytest.raises(VmpcError, match="already holds 2 DVP iteration"):
+        train_dvp(cfg, out, progress=False)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"system": {"kind": "acrobot"}}, "system.kind: unknown system 'acrobot'"),
+    ({"dvp": {"horizon": 0}}, "dvp.horizon: Input should be greater than or equal to 1"),
+    ({"dvp": {"horizn": 3}}, "dvp.horizn: unknown key"),
+])
+def test_bad_config_is_one_clear_line(tmp_path, changes, message):
+    with pytest.raises(ConfigError) as info:
+        load_dvp_config(write_cfg(tmp_path / "a.yaml", **changes))
+    assert message in str(info.value)
+
+
+def test_sampling_box_outside_joint_limits_is_refused():
+    with pytest.raises(VmpcError, match="q_spread: the sampling box .* leaves the joint limits "
+                                        "of lbr_iiwa_joint_6"):
+        make_system(ArmSpec(config=str(IIWA), q_spread=0.8))
+
+
+def test_arm_whose_cost_does_not_vanish_at_the_goal_is_refused(tmp_path):
+    cfg = load_dvp_config(write_cfg(tmp_path / "a.yaml", system={
+        "kind": "arm", "config": str(IIWA), "set": ["ocp.costs.state_reg_q=1.0"]}))
+    with pytest.raises(VmpcError, match="grows without bound"):
+        train_dvp(cfg, tmp_path / "run", progress=False)
+
+
+def test_executor_that_cannot_start(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray":
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    cfg = load_dvp_config(write_cfg(tmp_path / "a.yaml", executor={"kind": "ray"}))
+    with pytest.raises(VmpcError, match=r"executor 'ray' needs Ray: pip install 'value-mpc\[ray\]'"):
+        train_dvp(cfg, tmp_path / "run", progress=False)
+
+
+def test_cli_train_dvp_smoke(tmp_path):
+    cfg = write_cfg(tmp_path / "a.yaml", dvp={"iterations": 1})
+    proc = subprocess.run([sys.executable, "-m", "mpc.cli", "train", "dvp", "--config", str(cfg),
+                           "--out", str(tmp_path / "run"), "-q"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "vmpc train dvp: pendulum, 1 iterations" in proc.stdout
+    for name in ("config.yaml", "metrics.csv", "convergence.png", "value.pt", "value_map.png"):
+        assert (tmp_path / "run" / name).exists(), name
+    bad = subprocess.run([sys.executable, "-m", "mpc.cli", "train", "dvp", "--config",
+                          str(tmp_path / "nope.yaml")], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "nope.yaml: file not found" in bad.stderr

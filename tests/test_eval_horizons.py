@@ -1,0 +1,143 @@
+"""``vmpc eval horizons``: subprocess smoke tests with tiny budgets; pure parts in-process."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from mpc.config import load_config
+from mpc.errors import VmpcError
+from mpc.eval_horizons import _yaml_float, aggregate, draw_episodes, parse_controllers
+from mpc.runner import build_robot
+
+from .conftest import IIWA
+from .value_helpers import make_artifact
+
+# Trajectories are lockstep-deterministic; solve times are not, so only these are compared.
+DETERMINISTIC = ("closed_loop_cost", "cost_ratio", "ee_error_final_m", "ee_error_max_m",
+                 "settle_time_s", "recovery_time_s", "peak_deviation_m", "replans",
+                 "solver_failures", "fallback_entries")
+
+
+def vmpc(*args, cwd, timeout=180):
+    return subprocess.run([sys.executable, "-m", "mpc.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd)
+
+
+def _study(tmp_path, out, workers):
+    return vmpc("eval", "horizons", "--config", str(IIWA), "--value", "models/v.pt",
+                "--starts", "2", "--duration", "0.3", "--controllers", "T10-learned",
+                "T10-quadratic", "T20-quadratic", "--workers", str(workers), "--out", out, "-q",
+                cwd=tmp_path)
+
+
+def test_study_end_to_end_and_workers_agree(tmp_path):
+    (tmp_path / "models").mkdir()
+    make_artifact(tmp_path / "models/v.pt", load_config(IIWA))
+    one = _study(tmp_path, "one", 1)
+    assert one.returncode == 0, one.stderr
+    assert "without push" in one.stdout and "with push" in one.stdout
+    assert "T10-learned" in one.stdout and "speed-up" in one.stdout
+    for name in ("horizons.json", "horizons.csv", "runs.csv", "horizons.png"):
+        assert (tmp_path / "one" / name).stat().st_size > 0, name
+    assert (tmp_path / "one/horizons.png").read_bytes()[:4] == b"\x89PNG"
+    res = json.loads((tmp_path / "one/horizons.json").read_text())
+    assert res["reference"] == "T20-quadratic"  # no T100 listed: the longest horizon
+    assert len(res["episodes"]) == 2 and len(res["runs"]) == 2 * 2 * 3
+    assert res["settings"]["timing"] == "lockstep" and res["settings"]["replan_every"] == 10
+    for r in res["runs"]:
+        assert r["replans"] == 30  # 0.3 s at 1 kHz, every 10 steps
+        if r["controller"] == "T20-quadratic":
+            assert r["cost_ratio"] == 1.0
+        assert (r["recovery_time_s"] is None or r["variant"] == "push")
+    assert set(res["aggregates"]) == {"no_push", "push"}
+    assert res["aggregates"]["push"]["T20-quadratic"]["speedup_vs_reference"] == 1.0
+    assert (tmp_path / "one/horizons.csv").read_text().startswith("variant,controller,runs,")
+
+    two = _study(tmp_path, "two", 2)
+    assert two.returncode == 0, two.stderr
+    res2 = json.loads((tmp_path / "two/horizons.json").read_text())
+    assert res2["episodes"] == res["episodes"]
+    assert [(r["episode"], r["variant"], r["controller"]) for r in res2["runs"]] == \
+           [(r["episode"], r["variant"], r["controller"]) for r in res["runs"]]
+    for a, b in zip(res["runs"], res2["runs"]):
+        assert {k: a[k] for k in DETERMINISTIC} == {k: b[k] for k in DETERMINISTIC}
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("models/missing.pt", "no such file"),
+    ("/etc/passwd", "outside the allowed folders"),
+    ("models/other.pt", "task fingerprint"),
+])
+def test_bad_value_is_one_line_exit_2(tmp_path, value, reason):
+    (tmp_path / "models").mkdir()
+    make_artifact(tmp_path / "models/other.pt", load_config(IIWA), fingerprint="sha256:" + "2" * 64)
+    proc = vmpc("eval", "horizons", "--config", str(IIWA), "--value", value, "--starts", "2",
+                "--duration", "0.1", "--out", "out", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and reason in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()  # failed before any run
+
+
+def _row(ep, variant, ctrl, cost, p50, settle=0.5, recovery=None):
+    return {"episode": ep, "variant": variant, "controller": ctrl, "closed_loop_cost": cost,
+            "ee_error_final_m": 1e-3, "settle_time_s": settle, "recovery_time_s": recovery,
+            "solve_ms_mean": p50, "solve_ms_p50": p50, "solve_ms_p99": 2 * p50,
+            "deadline_misses": 1, "replans": 10, "solver_failures": 0}
+
+
+def test_aggregate_ratios_are_per_episode_then_averaged():
+    rows = [
+        _row(0, "no_push", "REF", 1.0, 10.0), _row(0, "no_push", "A", 1.1, 1.0),
+        _row(1, "no_push", "REF", 3.0, 30.0), _row(1, "no_push", "A", 3.0, 2.0, settle=None),
+        _row(0, "push", "REF", 2.0, 10.0, recovery=0.4), _row(0, "push", "A", 4.0, 1.0),
+    ]
+    agg = aggregate(rows, ["A", "REF"], "REF")
+    a, ref = agg["no_push"]["A"], agg["no_push"]["REF"]
+    # per-episode ratios 1.1 and 1.0, averaged: not the ratio of means (4.1/4 = 1.025)
+    assert a["cost_ratio_mean"] == pytest.approx(1.05)
+    assert a["cost_ratio_median"] == pytest.approx(1.05)
+    assert a["cost_mean"] == pytest.approx(2.05) and ref["cost_ratio_mean"] == 1.0
+    assert a["never_settled"] == 1 and a["settle_time_mean_s"] == pytest.approx(0.5)
+    assert a["solve_ms_p50_mean"] == pytest.approx(1.5) and ref["solve_ms_p50_mean"] == 20.0
+    assert a["speedup_vs_reference"] == pytest.approx(20.0 / 1.5)
+    assert a["deadline_misses"] == 2 and a["replans"] == 20
+    assert a["recovery_time_mean_s"] is None and a["never_recovered"] is None  # no push here
+    p = agg["push"]
+    assert p["A"]["cost_ratio_mean"] == pytest.approx(2.0)
+    assert p["A"]["never_recovered"] == 1 and p["REF"]["recovery_time_mean_s"] == 0.4
+    # Without the reference among the rows there are no ratios, and nothing breaks.
+    assert aggregate(rows, ["A"], None)["no_push"]["A"]["cost_ratio_mean"] is None
+
+
+def test_episodes_are_held_out_seeded_and_valid():
+    cfg = load_config(IIWA)
+    _, robot = build_robot(cfg)
+    eps = draw_episodes(cfg, 6, target_conditioned=True, seed=7)
+    assert eps == draw_episodes(cfg, 6, target_conditioned=True, seed=7)
+    assert eps[0].q0 != draw_episodes(cfg, 1, target_conditioned=True, seed=8)[0].q0
+    lo, hi = np.asarray(cfg.task.workspace.min), np.asarray(cfg.task.workspace.max)
+    for ep in eps:
+        q, target = np.asarray(ep.q0), np.asarray(ep.target)
+        assert np.all(q >= robot.q_lower + 0.1 - 1e-9) and np.all(q <= robot.q_upper - 0.1 + 1e-9)
+        assert np.all(target >= lo) and np.all(target <= hi)
+        robot.check_reachable(target)
+        assert np.linalg.norm(robot.ee_position_world(q) - target) >= 0.15
+        assert np.linalg.norm(ep.push_force) == pytest.approx(50.0, rel=1e-5)
+    fixed = draw_episodes(cfg, 3, target_conditioned=False, seed=7)
+    assert all(ep.target == list(cfg.task.target) for ep in fixed)
+
+
+def test_override_spelling_and_controller_labels():
+    for x in (1e-05, -3.2e-07, 0.1, 2.0, 1e20, 123456.789):
+        assert yaml.safe_load(f"[{_yaml_float(x)}]") == [x]
+    specs = parse_controllers(["T10-learned", "T200-quadratic"])
+    assert specs[0].overrides("models/v.pt") == ["ocp.horizon=10",
+                                                  'ocp.terminal.kind="models/v.pt"']
+    for bad in (["T10-foo"], ["T0-none"], ["T10-none", "T10-none"], []):
+        with pytest.raises(VmpcError):
+            parse_controllers(bad)
