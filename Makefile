@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,ray]'
 	@touch $(STAMP)
 
+# The default demo twice: T=10 with the hand-tuned quadratic terminal, then T=10 ending in the
+# shipped DVP value (models/iiwa_dvp.pt), each with its summary table and plots.
 demo: $(STAMP)
 	$(VENV)/bin/vmpc sim --config configs/iiwa_reach.yaml --out $(OUT)
+	$(VENV)/bin/vmpc sim --config configs/iiwa_reach.yaml --terminal models/iiwa_dvp.pt --out $(OUT)-learned
 
 test: $(STAMP)
 	@# pytest exits 5 when it collects nothing; that is not a failure of the code under test.

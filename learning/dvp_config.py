@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from mpc.config import apply_override
+from mpc.config import apply_override, first_validation_error
 from mpc.errors import ConfigError
 
 from .executors import ExecutorSpec
@@ -94,8 +94,6 @@ def load_dvp_config(path: str | Path, overrides: list[str] | None = None) -> DVP
     try:
         return DVPConfig.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"] if p not in ("pendulum", "cartpole", "unicycle", "arm"))
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        loc, msg = first_validation_error(exc, drop=("pendulum", "cartpole", "unicycle", "arm"))
         culprit = next((k for k in set_keys if loc == k or loc.startswith(k + ".")), None)
         raise ConfigError(str(path) if culprit is None else f"--set {culprit}", loc, msg) from None

@@ -12,15 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from mpc.plots import save_figure  # noqa: E402
+
 __all__ = ["plot_convergence", "plot_value_map"]
-
-
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
 
 
 def plot_convergence(rows: list[dict[str, Any]], path: Path, name: str) -> None:
@@ -38,7 +32,7 @@ def plot_convergence(rows: list[dict[str, Any]], path: Path, name: str) -> None:
     b.set_xlabel("DVP iteration")
     b.set_ylabel("mean |V^n - V^(n-1)| / mean |V^n|")
     b.set_title(f"{name}: Bellman residual")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_value_map(system, net, executor, cfg, path: Path, progress: bool, n: int = 31) -> None:
@@ -76,4 +70,4 @@ def plot_value_map(system, net, executor, cfg, path: Path, progress: bool, n: in
     axes[2].set_title("DVP - ground truth")
     axes[2].set_xlabel(xl)
     fig.colorbar(im, ax=axes[2])
-    _save(fig, path)
+    save_figure(fig, path)

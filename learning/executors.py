@@ -46,9 +46,24 @@ _SYSTEM: System | None = None
 _TERMINALS: dict[str, Any] = {}
 
 
-def _init_worker(system_json: str) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose parent was killed (kill -9 leaves no time to shut the pool) ends too."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="vmpc-parent-watch").start()
+
+
+def _init_worker(system_json: str, parent: int | None = None) -> None:
     global _SYSTEM
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if parent is not None:
+        _exit_with_parent(parent)
     from learning.dvp_config import system_from_json
 
     _SYSTEM = make_system(system_from_json(system_json))
@@ -100,27 +115,34 @@ def _chunks(rows: np.ndarray, size: int) -> list[np.ndarray]:
     return [rows[i:i + size] for i in range(0, len(rows), size)]
 
 
+def _gather(pending, fetch: Callable[[Any], list[SolveOutcome]], what: str,
+            on_done: Callable[[int], None] | None) -> list[SolveOutcome]:
+    """Results in problem order; any worker failure becomes one ExecutorError."""
+    out: list[SolveOutcome] = []
+    try:
+        for p in pending:
+            part = fetch(p)
+            out.extend(part)
+            if on_done is not None:
+                on_done(len(part))
+    except Exception as exc:
+        raise ExecutorError(f"{what} failed: {type(exc).__name__}: {exc}") from None
+    return out
+
+
 class LocalExecutor(_Executor):
     def __init__(self, spec: ExecutorSpec, system_json: str) -> None:
         self.workers = spec.workers or os.cpu_count() or 1
         self.chunk = spec.chunk
         # spawn: torch and OpenMP state must not be forked into the workers.
         self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                         initializer=_init_worker, initargs=(system_json,))
+                                         initializer=_init_worker,
+                                         initargs=(system_json, os.getpid()))
 
     def map(self, rows, horizon, value, record_nodes, maxiter, on_done=None):
         futures = [self._pool.submit(solve_chunk, c, horizon, value, record_nodes, maxiter)
                    for c in _chunks(rows, self.chunk)]
-        out: list[SolveOutcome] = []
-        try:
-            for f in futures:  # in problem order
-                part = f.result()
-                out.extend(part)
-                if on_done is not None:
-                    on_done(len(part))
-        except Exception as exc:
-            raise ExecutorError(f"a solver worker failed: {type(exc).__name__}: {exc}") from None
-        return out
+        return _gather(futures, lambda f: f.result(), "a solver worker", on_done)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -163,16 +185,7 @@ class RayExecutor(_Executor):
         refs = [self._actors[i % len(self._actors)].solve.remote(c, horizon, value_ref,
                                                                  record_nodes, maxiter)
                 for i, c in enumerate(_chunks(rows, self.chunk))]
-        out: list[SolveOutcome] = []
-        try:
-            for r in refs:
-                part = ray.get(r)
-                out.extend(part)
-                if on_done is not None:
-                    on_done(len(part))
-        except Exception as exc:
-            raise ExecutorError(f"a Ray solver failed: {type(exc).__name__}: {exc}") from None
-        return out
+        return _gather(refs, ray.get, "a Ray solver", on_done)
 
     def close(self) -> None:
         for a in self._actors:

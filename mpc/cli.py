@@ -187,9 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_commands(sub)
 
-    from .train_cli import add_train_commands
+    from .train_cli import add_dvp_bench, add_sobolev_bench, add_train_commands
 
     add_train_commands(sub)
+    add_sobolev_bench(bsub)
+    add_dvp_bench(bsub)
 
     from .bridge.cli import add_bridge_bench, add_bridge_commands
 

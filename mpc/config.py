@@ -31,6 +31,7 @@ __all__ = [
     "TerminalSpec",
     "WorkspaceSpec",
     "apply_override",
+    "first_validation_error",
     "load_config",
     "dump_config",
 ]
@@ -159,9 +160,11 @@ def _format_location(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc) if loc else "(top level)"
 
 
-def _first_error(exc: ValidationError) -> tuple[str, str]:
+def first_validation_error(exc: ValidationError, drop: tuple[str, ...] = ()) -> tuple[str, str]:
+    """(dotted key, message) of pydantic's first error; ``drop`` removes union tags from keys."""
     err = exc.errors()[0]
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    loc = tuple(p for p in err["loc"]
+                if not (isinstance(p, str) and (p.startswith("function-") or p in drop)))
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
@@ -228,7 +231,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as exc:
-        key, msg = _first_error(exc)
+        key, msg = first_validation_error(exc)
         culprit = next((k for k in set_keys if key == k or key.startswith(k + ".")), None)
         raise ConfigError(source if culprit is None else f"--set {culprit}", key, msg) from None
     cfg._source = source

@@ -506,12 +506,9 @@ def plot_horizons(result: dict[str, Any], path: Path) -> Path:
         ax.legend(fontsize=8)
     fig.suptitle(f"{len(result['episodes'])} held-out episodes; markers: means, "
                  f"bars: 10th-90th percentile", fontsize=9)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    from .plots import save_figure
+
+    return save_figure(fig, path)
 
 
 # -- the study -------------------------------------------------------------------------------------

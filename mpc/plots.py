@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 if TYPE_CHECKING:
     from .runner import RunResult
 
-__all__ = ["plot_run"]
+__all__ = ["plot_run", "save_figure"]
 
 
 def _shade_pushes(ax, pushes: np.ndarray) -> None:
@@ -39,7 +39,7 @@ def plot_run(result: RunResult, torque_limits: np.ndarray, tol_m: float, period_
     axes[0].legend(loc="upper right", fontsize=8)
     axes[0].set_title(f"EE position (world) - {title}")
     axes[-1].set_xlabel("sim time [s]")
-    paths.append(_save(fig, out / "ee_position.png"))
+    paths.append(save_figure(fig, out / "ee_position.png"))
 
     fig, ax = plt.subplots(figsize=(8, 3.5))
     err = np.linalg.norm(a["ee_position"] - a["target"], axis=1)
@@ -50,7 +50,7 @@ def plot_run(result: RunResult, torque_limits: np.ndarray, tol_m: float, period_
     ax.set_ylabel("EE error [m]")
     ax.set_title(f"EE error - {title}")
     ax.legend(loc="upper right", fontsize=8)
-    paths.append(_save(fig, out / "ee_error.png"))
+    paths.append(save_figure(fig, out / "ee_error.png"))
 
     nq = a["tau"].shape[1]
     fig, axes = plt.subplots(nq, 1, sharex=True, figsize=(8, 1.3 * nq + 1))
@@ -62,7 +62,7 @@ def plot_run(result: RunResult, torque_limits: np.ndarray, tol_m: float, period_
         ax.set_ylabel(f"j{j + 1} [N m]", fontsize=8)
     np.atleast_1d(axes)[0].set_title("Commanded torques and limits")
     np.atleast_1d(axes)[-1].set_xlabel("sim time [s]")
-    paths.append(_save(fig, out / "torques.png"))
+    paths.append(save_figure(fig, out / "torques.png"))
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ms = a["solve_ms"]
@@ -74,11 +74,12 @@ def plot_run(result: RunResult, torque_limits: np.ndarray, tol_m: float, period_
     sm = s["solve_ms"]
     ax.set_title(f"Solve time: p50 {sm['p50']:.3f} ms, p99 {sm['p99']:.3f} ms")
     ax.legend(fontsize=8)
-    paths.append(_save(fig, out / "solve_time.png"))
+    paths.append(save_figure(fig, out / "solve_time.png"))
     return paths
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """tight_layout, write to a temp name, rename: a reader never sees half a PNG."""
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-__all__ = ["add_train_commands"]
+__all__ = ["add_train_commands", "add_sobolev_bench", "add_dvp_bench"]
 
 
 def cmd_train_dvp(args: argparse.Namespace) -> int:
@@ -64,3 +64,52 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--set", action="append", metavar="KEY=VALUE")
     d.add_argument("-q", "--quiet", action="store_true")
     d.set_defaults(func=cmd_train_dvp)
+
+
+def cmd_bench_sobolev(args: argparse.Namespace) -> int:
+    from learning.dvp_config import load_dvp_config
+    from learning.sobolev_bench import bench_sobolev
+
+    cfg = load_dvp_config(args.config, args.set or [])
+    bench_sobolev(cfg, args.sizes, args.steps, Path(args.out), progress=not args.quiet)
+    return 0
+
+
+def add_sobolev_bench(bsub: argparse._SubParsersAction) -> None:
+    b = bsub.add_parser(
+        "sobolev", help="samples Sobolev regression needs vs plain regression",
+        description="Fits the value of a DVP config's system on growing sets of ground-truth "
+                    "samples, with and without the gradient term, at equal gradient steps, and "
+                    "reports the held-out value error of each and the sample ratio.")
+    b.add_argument("--config", required=True, help="a DVP config, e.g. configs/dvp_pendulum.yaml")
+    b.add_argument("--sizes", type=int, nargs="+", default=[100, 200, 400, 800, 1600, 3200])
+    b.add_argument("--steps", type=int, default=1500, help="gradient steps per fit")
+    b.add_argument("--set", action="append", metavar="KEY=VALUE")
+    b.add_argument("--out", default="runs/bench")
+    b.add_argument("-q", "--quiet", action="store_true")
+    b.set_defaults(func=cmd_bench_sobolev)
+
+
+def cmd_bench_dvp(args: argparse.Namespace) -> int:
+    from learning.dvp_config import load_dvp_config
+    from learning.throughput_bench import bench_throughput
+
+    cfg = load_dvp_config(args.config, args.set or [])
+    settings = [(kind, w) for kind in args.executors for w in args.workers]
+    bench_throughput(cfg, args.samples, settings, Path(args.out))
+    return 0
+
+
+def add_dvp_bench(bsub: argparse._SubParsersAction) -> None:
+    b = bsub.add_parser(
+        "dvp", help="DVP data generation: OCP solves per second per executor and worker count",
+        description="Solves the same sampled problems of a DVP config on each executor and "
+                    "worker count (after a warm-up), and prints OCP/s and the speed-up over one "
+                    "worker.")
+    b.add_argument("--config", required=True)
+    b.add_argument("--samples", type=int, default=200)
+    b.add_argument("--executors", nargs="+", choices=["local", "ray"], default=["local", "ray"])
+    b.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    b.add_argument("--set", action="append", metavar="KEY=VALUE")
+    b.add_argument("--out", default="runs/bench")
+    b.set_defaults(func=cmd_bench_dvp)

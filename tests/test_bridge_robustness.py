@@ -238,8 +238,7 @@ def test_stalled_subscriber_and_vanishing_clients():
         stalled.setsockopt(zmq.SUBSCRIBE, b"")
         stalled.connect(ep["state"])
         rss0 = rss_mb()
-        published0 = rb.server.counters.published
-        tick0 = rb.client.status()["sim_tick"]
+        st0 = rb.client.status()  # counters and tick read in the same tick
         # Clients that vanish mid-exchange: commands sent, socket gone before the replies.
         for i in range(20):
             gone = ctx.socket(zmq.DEALER)
@@ -263,12 +262,12 @@ def test_stalled_subscriber_and_vanishing_clients():
             assert time.time() - s["wall_time"] < 0.05
             states.close()
             st = c.status()
-        published = rb.server.counters.published - published0
-        ticks = st["sim_tick"] - tick0
+        published = st["counters"]["published"] - st0["counters"]["published"]
+        ticks = st["sim_tick"] - st0["sim_tick"]
         assert ticks > 500
         # Publishing never blocked or skipped for the stalled reader: every 2nd tick, give or
         # take the first and the last.
-        assert abs(published - ticks / 2) <= 2 and rb.server.counters.publish_dropped == 0
+        assert abs(published - ticks / 2) <= 1 and rb.server.counters.publish_dropped == 0
         assert rss_mb() - rss0 < 64
         assert st["terminal"] == "none"  # the vanished clients' swaps still went through
         result = rb.stop()  # re-raises anything the loop raised

@@ -91,6 +91,7 @@ class BridgeCounters:
     wrench_refused: int = 0  # above the limits, unknown link, or older than the latest
     wrench_applied: int = 0
     wrench_stale: int = 0  # times the stream went quiet and was zeroed
+    internal_errors: int = 0  # exceptions inside the bridge itself (should stay 0)
 
 
 @dataclass
@@ -216,6 +217,9 @@ class BridgeServer:
         if spec.curve is not None:  # the ZAP handler must exist before any socket binds
             self._server_keys, self._auth, self._allow = start_authenticator(
                 self._ctx, spec.curve.server_secret_key, spec.curve.clients_dir)
+        if spec.bind not in ("127.0.0.1", "localhost") and spec.curve is None:
+            log.warning("bridge: listening on %s without CURVE: anyone who reaches this "
+                        "machine can push the arm (set bridge.curve)", spec.bind)
         hard_cap = _HARD_SIZE_FACTOR * spec.max_message_bytes
         self._pub = self._socket(zmq.PUB)
         if spec.conflate:
@@ -290,8 +294,10 @@ class BridgeServer:
             # on an empty window) and the run would end without its summary.
             if k > 0 and (self._cmd in ready or self._skip_parts):
                 self._read_commands(loop, k, t)
-        except zmq.ZMQError as exc:  # e.g. a socket closed under us at shutdown
-            log.warning("bridge: %s", exc)
+        except Exception:  # a bug of ours must not end the run: count it, say it once, go on
+            self.counters.internal_errors += 1
+            if self.counters.internal_errors == 1:
+                log.exception("bridge: internal error (the run goes on; counted in summary)")
         self._times.add((time.perf_counter() - t0) * 1e6)
 
     # -- state stream ----------------------------------------------------------------------------
@@ -310,7 +316,7 @@ class BridgeServer:
             "wall_time": time.time(), "paused": loop.paused,
             "q": xs[:nq], "v": xs[nq:], "tau": loop.last_tau.tolist(),
             "ee": loop.robot.ee_position_world(x[:nq]).tolist(),
-            "target": loop.ocp._target.tolist(),  # read-only; the public property copies
+            "target": loop.target.tolist(),
             "solve_ms": rep.solve_ms, "iterations": rep.iterations,
             "solve_status": self._status_names[rep.status],
             "cost": rep.cost, "terminal": loop.ocp.terminal.label,
