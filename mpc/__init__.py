@@ -3,12 +3,26 @@
 Depends on :mod:`sim` (never the other way round).
 """
 
-from .config import Config, load_config
-from .controller import MPCController, SolveReport, SolveStatus
-from .errors import ConfigError, FrameNotFound, JointNotFound, ModelError, VmpcError
-from .ocp import NoTerminal, QuadraticTerminal, ReachingOCP, TerminalCost
-from .robot_model import RobotModel
-from .runner import ClosedLoop, RunResult
+import importlib
+from typing import Any
+
+# Lazy: `import mpc.bridge.client` (or any small module) must not pay for Crocoddyl,
+# Pinocchio and PyBullet.
+_EXPORTS = {
+    "ClosedLoop": "runner", "RunResult": "runner", "Config": "config", "load_config": "config",
+    "MPCController": "controller", "SolveReport": "controller", "SolveStatus": "controller",
+    "ConfigError": "errors", "FrameNotFound": "errors", "JointNotFound": "errors",
+    "ModelError": "errors", "VmpcError": "errors", "NoTerminal": "ocp",
+    "QuadraticTerminal": "ocp", "ReachingOCP": "ocp", "TerminalCost": "ocp",
+    "RobotModel": "robot_model",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'mpc' has no attribute {name!r}")
+
 
 __all__ = [
     "ClosedLoop",

@@ -123,6 +123,10 @@ class ClosedLoop:
             self.swapper.events.append(SwapEvent(0.0, kind, prepared.model_id, True,
                                                  prepared.note, False, 0.0))
         self._swap_schedule = sorted(cfg.value.swaps, key=lambda s: s.t)
+        if self._swap_schedule:
+            # The first model swap would import torch on the worker thread, and that import
+            # holds the GIL for ~0.3 s: pay it here, before the loop starts.
+            from . import value_terminal  # noqa: F401
         # In wallclock mode a plan may go live late; allow it a horizon's worth of latency.
         latency_s = cfg.ocp.horizon * cfg.ocp.dt if cfg.mpc.timing == "wallclock" else 0.0
         self.controller = MPCController(self.ocp, cfg.mpc, self.robot.torque_limits,

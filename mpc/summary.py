@@ -27,6 +27,8 @@ def _stays_within_from(err: np.ndarray, tol: float) -> int | None:
 def settle_time(t: np.ndarray, err: np.ndarray, tol: float, until: float | None) -> float | None:
     """Time [s] after which the EE error stays within tol, up to the first disturbance."""
     window = t < until if until is not None else np.ones_like(t, dtype=bool)
+    if not window.any():  # a push at t = 0: nothing to settle before it
+        return None
     k = _stays_within_from(err[window], tol)
     return None if k is None else float(t[window][k])
 

@@ -1,5 +1,5 @@
-"""Import PyBullet without its C-level 'pybullet build time: ...' banner on stderr, which would
-otherwise precede every one-line error message of the CLI."""
+"""Import PyBullet without its C-level 'pybullet build time: ...' banner, which would otherwise
+precede every one-line error message and every client command's output."""
 
 from __future__ import annotations
 
@@ -10,13 +10,16 @@ import sys
 def import_pybullet():
     if "pybullet" in sys.modules:
         return sys.modules["pybullet"]
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
     try:
         with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
+            for fd in saved:
+                os.dup2(null.fileno(), fd)
             import pybullet
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
     return pybullet

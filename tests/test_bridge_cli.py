@@ -46,7 +46,8 @@ def test_verbs_fail_cleanly_without_a_server(capsys):
     assert f"no reply from tcp://127.0.0.1:{port} within 0.3 s" in proc.stderr
     assert "Traceback" not in proc.stderr
     for args, words in [
-        (["perturb", "--force", "1", "0", "0", "--duration", "-1"], "--duration must be a positive"),
+        (["perturb", "--force", "1", "0", "0", "--duration", "-1"],
+         "--duration must be a positive"),
         (["swap"], "either a PATH"),
         (["watch", "--client-key", "x.key_secret"], "both --client-key and --server-key"),
         (["target", "0", "0", "0", "--client-key", "a", "--server-key", "b"], "no such key file"),

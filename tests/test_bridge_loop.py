@@ -32,7 +32,7 @@ class RunningBridge(SimpleNamespace):
 
 
 @contextmanager
-def run_bridge(sets=(), duration=60.0, timing="wallclock", timeout_s=5.0):
+def run_bridge(sets=(), duration=60.0, timing="wallclock", timeout_s=15.0):
     """A closed loop with a bridge, running in a thread until the block ends."""
     cfg = load_config(IIWA, [f"run.duration={duration}", f"mpc.timing={timing}",
                              "disturbances.schedule=[]", *PORTS, *sets])
@@ -80,7 +80,8 @@ def test_round_trip_of_every_command():
         assert st["schema"] == 1 and st["timing"] == "wallclock" and st["terminal"] == "quadratic"
         assert st["endpoints"] == rb.server.endpoints and "lbr_iiwa_link_7" in st["links"]
         r = c.push([20.0, 0, 0], duration=0.05)
-        assert r["ok"] and r["link"] == "lbr_iiwa_link_7" and r["end"] == pytest.approx(r["t"] + 0.05)
+        assert r["ok"] and r["link"] == "lbr_iiwa_link_7"
+        assert r["end"] == pytest.approx(r["t"] + 0.05)
         r = c.push([0, 0, 5.0], torque=[0, 1.0, 0], duration=0.05, link="lbr_iiwa_link_4")
         assert r["link"] == "lbr_iiwa_link_4"
         assert c.set_target([0.4, 0.4, 0.55])["target"] == [0.4, 0.4, 0.55]
@@ -122,7 +123,8 @@ def test_push_moves_the_ee_and_the_recovery_is_in_the_summary():
         wait_state(c, lambda s: np.linalg.norm(np.subtract(s["ee"], s["target"])) < 0.005
                    and s["t"] > 0.5)
         r = c.push([50.0, 0, 0], duration=0.1)
-        seen = wait_state(c, lambda s: s["disturbances"] and s["disturbances"][0]["source"] == "bridge")
+        seen = wait_state(c, lambda s: s["disturbances"]
+                          and s["disturbances"][0]["source"] == "bridge")
         assert seen["disturbances"][0]["force"] == [50.0, 0.0, 0.0]
         moved = wait_state(c, lambda s: np.linalg.norm(np.subtract(s["ee"], s["target"])) > 0.02)
         assert moved["t"] < r["t"] + 0.5
@@ -175,8 +177,8 @@ def test_pause_and_resume_freeze_sim_time_in_wallclock():
         assert st["paused"] and st["sim_time"] == t1
         assert next(c.states())["paused"] is True  # the stream keeps flowing while paused
         c.resume()
-        time.sleep(0.2)
-        assert c.status()["sim_time"] > t1 + 0.1
+        time.sleep(0.3)
+        assert c.status()["sim_time"] > t1 + 0.05
 
 
 def test_lockstep_applies_commands_at_the_tick_they_are_read():

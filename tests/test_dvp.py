@@ -190,3 +190,21 @@ def test_cli_train_dvp_smoke(tmp_path):
                           str(tmp_path / "nope.yaml")], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and "nope.yaml: file not found" in bad.stderr
+
+
+def test_bench_sobolev_and_dvp_throughput_smoke(tmp_path):
+    cfg = write_cfg(tmp_path / "a.yaml")
+    sob = subprocess.run([sys.executable, "-m", "mpc.cli", "bench", "sobolev", "--config", str(cfg),
+                          "--sizes", "20", "40", "--steps", "10", "--out", str(tmp_path), "-q"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert sob.returncode == 0, sob.stderr
+    data = json.loads((tmp_path / "bench_sobolev_pendulum.json").read_text())
+    assert [r["samples"] for r in data["rows"]] == [20, 40]
+    assert all(0 < r["sobolev"] and 0 < r["plain"] for r in data["rows"])
+    thr = subprocess.run([sys.executable, "-m", "mpc.cli", "bench", "dvp", "--config", str(cfg),
+                          "--samples", "8", "--executors", "local", "--workers", "1", "2",
+                          "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert thr.returncode == 0, thr.stderr
+    rows = json.loads((tmp_path / "bench_dvp_pendulum.json").read_text())["rows"]
+    assert [r["workers"] for r in rows] == [1, 2] and all(r["ok"] == 8 for r in rows)

@@ -38,3 +38,7 @@ def test_each_push_gets_its_own_window():
 def test_solve_stats():
     s = solve_stats(np.array([1.0, 2.0, 3.0, 4.0]))
     assert s["mean"] == 2.5 and s["max"] == 4.0 and s["p50"] == 2.5
+
+
+def test_push_at_time_zero_leaves_settle_time_undefined():
+    assert settle_time(T, np.full_like(T, 0.001), 0.005, until=0.0) is None

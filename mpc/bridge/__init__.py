@@ -3,40 +3,33 @@
 Server side: :class:`BridgeServer` hooks into a :class:`~mpc.runner.ClosedLoop`. Client side:
 :class:`BridgeClient`. The wire format is in :mod:`.messages`, the config section in
 :mod:`.spec`, CURVE keys in :mod:`.keys`; docs/bridge.md describes all of it.
+
+Names are loaded on first use: mpc.config imports :mod:`.spec` from here, and every run would
+otherwise pay for zmq, asyncio and msgpack (and the server needs mpc.config itself).
 """
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .client import BridgeClient, BridgeTimeout, CommandRefused
-from .keys import ClientKeys, KeyFileError, generate_keypair
-from .messages import SCHEMA_VERSION, BadMessage
-from .spec import BridgeLimits, BridgeSpec, CurveSpec
-
 if TYPE_CHECKING:
+    from .client import BridgeClient, BridgeTimeout, CommandRefused
+    from .keys import ClientKeys, KeyFileError, generate_keypair
+    from .messages import SCHEMA_VERSION, BadMessage
     from .server import BridgeError, BridgeServer
+    from .spec import BridgeLimits, BridgeSpec, CurveSpec
+
+_WHERE = {
+    "BridgeClient": "client", "BridgeTimeout": "client", "CommandRefused": "client",
+    "ClientKeys": "keys", "KeyFileError": "keys", "generate_keypair": "keys",
+    "SCHEMA_VERSION": "messages", "BadMessage": "messages",
+    "BridgeError": "server", "BridgeServer": "server",
+    "BridgeLimits": "spec", "BridgeSpec": "spec", "CurveSpec": "spec",
+}
+
+__all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str) -> Any:
-    # The server needs the controller, which needs mpc.config, which needs .spec from here:
-    # loaded on first use so that mpc.config can import this package.
-    if name in ("BridgeError", "BridgeServer"):
-        from . import server
-
-        return getattr(server, name)
+    if name in _WHERE:
+        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-__all__ = [
-    "SCHEMA_VERSION",
-    "BadMessage",
-    "BridgeClient",
-    "BridgeError",
-    "BridgeLimits",
-    "BridgeServer",
-    "BridgeSpec",
-    "BridgeTimeout",
-    "ClientKeys",
-    "CommandRefused",
-    "CurveSpec",
-    "KeyFileError",
-    "generate_keypair",
-]

@@ -154,7 +154,8 @@ class BridgeClient:
         self._topic = st.get("topic", self._topic)
         return _with_host(st["endpoints"][kind], self.address)
 
-    def states(self, latest: bool = True, timeout_s: float | None = None) -> Iterator[dict[str, Any]]:
+    def states(self, latest: bool = True, timeout_s: float | None = None
+               ) -> Iterator[dict[str, Any]]:
         """State messages as dicts (schema in docs/bridge.md). ``latest=True`` conflates on our
         side too, so a slow reader always gets the newest state, never a backlog. Raises
         :class:`BridgeTimeout` when no state arrives for ``timeout_s``."""

@@ -45,7 +45,8 @@ SCHEMA_VERSION = 1
 _ID_LIMIT = 2**53  # request ids stay exact in every msgpack/JSON client
 
 Vec3f = Annotated[list[float], Field(min_length=3, max_length=3)]
-RequestId = Annotated[int, Field(ge=-_ID_LIMIT, le=_ID_LIMIT)] | Annotated[str, Field(max_length=64)]
+RequestId = (Annotated[int, Field(ge=-_ID_LIMIT, le=_ID_LIMIT)]
+             | Annotated[str, Field(max_length=64)])
 LinkName = Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -214,7 +215,7 @@ def make_reply(request_id: int | str | None, cmd: str | None, error: str | None 
     return encode(out)
 
 
-# -- the state stream: "<topic> <msgpack map>" in a single frame (CONFLATE needs one frame) ---------
+# -- the state stream: "<topic> <msgpack map>" in one frame (CONFLATE needs single frames) ------
 def state_frame(prefix: bytes, state: dict[str, Any]) -> bytes:
     """``prefix`` is the topic followed by one space."""
     return prefix + encode(state)

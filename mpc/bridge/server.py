@@ -43,7 +43,6 @@ from .messages import (
     StatusCommand,
     SwapValueCommand,
     check_wrench,
-    encode,
     make_reply,
     parse_command,
     parse_wrench,
@@ -195,7 +194,7 @@ class BridgeServer:
         self._status_names = {int(st): st.name for st in SolveStatus}  # Enum.name is slow
         _preload_swap_support()
 
-    # -- set-up and tear-down ------------------------------------------------------------------------
+    # -- set-up and tear-down ---------------------------------------------------------------------
     def _socket(self, kind: int) -> zmq.Socket:
         sock = self._ctx.socket(kind)
         self._sockets.append(sock)
@@ -238,9 +237,7 @@ class BridgeServer:
             "commands": self._bind(self._cmd, spec.command_port),
             "wrench": self._bind(self._wrench, spec.wrench_port),
         }
-        self._poller = zmq.Poller()
-        self._poller.register(self._cmd, zmq.POLLIN)
-        self._poller.register(self._wrench, zmq.POLLIN)
+        self._poll_items = [(self._cmd, zmq.POLLIN), (self._wrench, zmq.POLLIN)]
 
     def attach(self) -> BridgeServer:
         if self._hook not in self.loop.tick_hooks:
@@ -285,14 +282,17 @@ class BridgeServer:
             if self._since_pub >= self.spec.publish_every:
                 self._since_pub = 0
                 self._publish(loop, k, t)
-            ready = dict(self._poller.poll(0))
-            fresh = self._wrench in ready and self._read_wrench(loop, t)
+            commands = wrench = False
+            for sock, _ in zmq.zmq_poll(self._poll_items, 0):  # zero timeout: never waits
+                if sock is self._cmd:
+                    commands = True
+                else:
+                    wrench = True
+            fresh = wrench and self._read_wrench(loop, t)
             if not fresh and self._stream_seen is not None \
                     and t - self._stream_seen > self.spec.stale_after_s:
                 self._stream_went_stale(loop)
-            # Not at tick 0: a push starting at t = 0 breaks summary.settle_time (IndexError
-            # on an empty window) and the run would end without its summary.
-            if k > 0 and (self._cmd in ready or self._skip_parts):
+            if commands or self._skip_parts:
                 self._read_commands(loop, k, t)
         except Exception:  # a bug of ours must not end the run: count it, say it once, go on
             self.counters.internal_errors += 1
@@ -323,7 +323,8 @@ class BridgeServer:
             "disturbances": [self._push_entry(p) for p in active] if active else [],
             "stream": None if stream is None else {
                 "link": self._stream_link, "force": stream[1].tolist(),
-                "torque": stream[2].tolist(), "since_s": t - (self._stream_seen or t)},
+                "torque": stream[2].tolist(),
+                "since_s": 0.0 if self._stream_seen is None else t - self._stream_seen},
         }
 
     def _push_entry(self, p: Push) -> dict[str, Any]:

@@ -53,8 +53,9 @@ class BridgeSpec(Strict):
     stale_after_s: float = Field(default=0.05, gt=0,
                                  description="a wrench stream with no sample this long [s of sim "
                                              "time] goes back to zero")
-    reply_timeout_s: float = Field(default=2.0, gt=0, description="default client timeout [s]")
-    linger_ms: int = Field(default=100, ge=0, description="ZMQ_LINGER of every socket at close")
+    linger_ms: int = Field(default=100, ge=0,
+                           description="ZMQ_LINGER of every socket at close [ms]: how long "
+                                       "unsent replies may delay shutdown")
     limits: BridgeLimits = Field(default_factory=BridgeLimits)
     curve: CurveSpec | None = Field(default=None, description="null: no encryption")
 
