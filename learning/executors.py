@@ -36,7 +36,9 @@ class ExecutorSpec(BaseModel):
     workers: int | None = Field(default=None, ge=1, description="default: all cores")
     address: str | None = Field(default=None, description="Ray cluster address; None starts a "
                                                           "local instance")
-    chunk: int = Field(default=8, ge=1, description="problems per task")
+    chunk: int | None = Field(default=None, ge=1,
+                              description="problems per task; None: 4 tasks per worker, so "
+                                          "per-task overhead stays small on few cores")
 
 
 # (metadata JSON, weights) of the value ending the horizon, or None for a zero terminal.
@@ -111,7 +113,8 @@ class _Executor:
         self.close()
 
 
-def _chunks(rows: np.ndarray, size: int) -> list[np.ndarray]:
+def _chunks(rows: np.ndarray, size: int | None, workers: int) -> list[np.ndarray]:
+    size = size or max(1, -(-len(rows) // (4 * workers)))
     return [rows[i:i + size] for i in range(0, len(rows), size)]
 
 
@@ -141,7 +144,7 @@ class LocalExecutor(_Executor):
 
     def map(self, rows, horizon, value, record_nodes, maxiter, on_done=None):
         futures = [self._pool.submit(solve_chunk, c, horizon, value, record_nodes, maxiter)
-                   for c in _chunks(rows, self.chunk)]
+                   for c in _chunks(rows, self.chunk, self.workers)]
         return _gather(futures, lambda f: f.result(), "a solver worker", on_done)
 
     def close(self) -> None:
@@ -184,7 +187,7 @@ class RayExecutor(_Executor):
         value_ref = ray.put(value)
         refs = [self._actors[i % len(self._actors)].solve.remote(c, horizon, value_ref,
                                                                  record_nodes, maxiter)
-                for i, c in enumerate(_chunks(rows, self.chunk))]
+                for i, c in enumerate(_chunks(rows, self.chunk, self.workers))]
         return _gather(refs, ray.get, "a Ray solver", on_done)
 
     def close(self) -> None:
