@@ -48,7 +48,8 @@ def plot_value_map(system, net, executor, cfg, path: Path, progress: bool, n: in
     gt_T = cfg.validation.horizon_factor * cfg.dvp.horizon
     with tqdm(total=len(rows), desc="value map ground truth", unit="ocp", disable=not progress,
               leave=False) as bar:
-        outs = executor.map(rows, gt_T, None, 1, cfg.validation.maxiter, bar.update)
+        outs = executor.map(rows, gt_T, None, 1, cfg.validation.maxiter, bar.update,
+                            continuation=cfg.dvp.horizon)
     truth = np.array([o.value[0] if o.ok else np.nan for o in outs]).reshape(n, n)
     with torch.no_grad():
         learned = net(torch.from_numpy(rows).double()).numpy().reshape(n, n)

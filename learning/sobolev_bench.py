@@ -52,10 +52,11 @@ def bench_sobolev(cfg: DVPConfig, sizes: list[int], steps: int, out: Path, progr
         with tqdm(total=n_train_solves + cfg.validation.samples, desc="ground-truth solves",
                   unit="ocp", disable=not progress, leave=False) as bar:
             pool = _dataset(ex.map(system.sample(n_train_solves, rng), gt_T, None, T,
-                                   cfg.validation.maxiter, bar.update))
+                                   cfg.validation.maxiter, bar.update, continuation=T))
             val = _dataset(ex.map(system.sample(cfg.validation.samples,
                                                 np.random.default_rng(cfg.validation.seed)),
-                                  gt_T, None, 1, cfg.validation.maxiter, bar.update))
+                                  gt_T, None, 1, cfg.validation.maxiter, bar.update,
+                                  continuation=T))
     order = rng.permutation(len(pool))
     rows = []
     for n in tqdm(sizes, desc="fits", unit="size", disable=not progress, leave=False):

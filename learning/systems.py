@@ -141,6 +141,13 @@ class System(ABC):
     def init_controls(self, x0: np.ndarray, horizon: int) -> list[np.ndarray]:
         return [np.zeros(self.nu)] * horizon
 
+    def goal_state(self) -> np.ndarray | None:
+        """A state where the value is known to be 0 (running cost 0 there, forever), or None.
+
+        DVP needs it: V + c solves the same Bellman recursion for any constant c, so without
+        an anchor the first fit's error at the goal is carried through every iteration."""
+        return np.zeros(self.nx)
+
     @property
     def state(self) -> crocoddyl.StateAbstract:
         return self._state
@@ -159,7 +166,41 @@ class System(ABC):
         return self._problems[horizon]
 
     def solve(self, row: np.ndarray, horizon: int, terminal_id: str, make_terminal,
-              record_nodes: int, maxiter: int) -> SolveOutcome:
+              record_nodes: int, maxiter: int, continuation: int | None = None) -> SolveOutcome:
+        """Solve one problem into value samples. With ``continuation`` (a shorter horizon), a
+        long problem is also started from the short problem's solution held at its last state,
+        and the cheaper converged solution wins: from a constant initial guess, long horizons
+        (the ground truth) can converge to wasteful local optima, e.g. a cartpole that swings
+        its pole round in the middle of the horizon."""
+        x0, theta = row[: self.nx], row[self.nx:]
+        guesses = [([x0.copy() for _ in range(horizon + 1)], self.init_controls(x0, horizon))]
+        if continuation is not None and continuation < horizon:
+            short = self._solve_once(row, continuation, terminal_id, make_terminal, maxiter,
+                                     guesses=None)
+            if short is not None:
+                xs, us = short
+                pad = horizon - continuation
+                guesses.append((xs + [xs[-1]] * pad,
+                                us + self.init_controls(xs[-1], horizon)[:pad]))
+        best: SolveOutcome | None = None
+        best_cost = np.inf
+        for guess in guesses:
+            out, cost = self._solve_record(row, horizon, terminal_id, make_terminal,
+                                           record_nodes, maxiter, guess)
+            if best is None or (out.ok and (not best.ok or cost < best_cost)):
+                best, best_cost = out, cost
+        assert best is not None
+        return best
+
+    def _solve_once(self, row, horizon, terminal_id, make_terminal, maxiter, guesses):  # noqa: ARG002
+        out, _ = self._solve_record(row, horizon, terminal_id, make_terminal, 1, maxiter, None)
+        if not out.ok:
+            return None
+        _, solver = self._problems[horizon]
+        return list(solver.xs), list(solver.us)
+
+    def _solve_record(self, row: np.ndarray, horizon: int, terminal_id: str, make_terminal,
+                      record_nodes: int, maxiter: int, guess) -> tuple[SolveOutcome, float]:
         x0, theta = row[: self.nx], row[self.nx:]
         problem, solver = self.problem(horizon, terminal_id, make_terminal)
         self._set_task(horizon, theta)
@@ -167,27 +208,28 @@ class System(ABC):
         if evaluator is not None and len(theta):  # a value conditioned on the task
             evaluator.set_params(theta)
         problem.x0 = x0
-        xs = [x0.copy() for _ in range(horizon + 1)]
-        us = self.init_controls(x0, horizon)
+        if guess is None:
+            guess = ([x0.copy() for _ in range(horizon + 1)], self.init_controls(x0, horizon))
+        xs, us = guess
         empty = SolveOutcome(False, "", np.zeros((0, len(row))), np.zeros(0),
                              np.zeros((0, self.nx)), 0)
         try:
             converged = solver.solve(xs, us, maxiter, False)
         except Exception as exc:  # Crocoddyl throws on numerically broken problems
             empty.reason = f"exception: {type(exc).__name__}"
-            return empty
+            return empty, np.inf
         empty.iterations = int(solver.iter)
         xs, us = list(solver.xs), list(solver.us)
         total = problem.calc(xs, us)
         if not np.isfinite(total):
             empty.reason = "non-finite"
-            return empty
+            return empty, np.inf
         if solver.preg >= solver.reg_max:
             empty.reason = "regularisation blew up"
-            return empty
+            return empty, np.inf
         if not converged:
             empty.reason = "not converged"
-            return empty
+            return empty, np.inf
         k = min(record_nodes, horizon)
         running = np.array([d.cost for d in problem.runningDatas])
         to_go = np.cumsum(np.append(running, problem.terminalData.cost)[::-1])[::-1][:k]
@@ -195,9 +237,9 @@ class System(ABC):
         states = np.array(xs[:k])
         if not (np.isfinite(grads).all() and np.isfinite(states).all()):
             empty.reason = "non-finite"
-            return empty
+            return empty, np.inf
         z = np.hstack([states, np.tile(theta, (k, 1))]) if len(theta) else states
-        return SolveOutcome(True, "", z, to_go, grads, int(solver.iter))
+        return SolveOutcome(True, "", z, to_go, grads, int(solver.iter)), float(total)
 
 
 def _box_sample(box, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -358,6 +400,9 @@ class ArmSystem(System):
 
     def init_controls(self, x0: np.ndarray, horizon: int) -> list[np.ndarray]:
         return [self.robot.gravity_torques(x0[: self.robot.nq])] * horizon
+
+    def goal_state(self) -> np.ndarray | None:
+        return None  # a whole IK manifold (redundant arm), not one known state
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         nq = self.robot.nq
