@@ -164,10 +164,27 @@ def draw_episodes(cfg: Config, n: int, *, target_conditioned: bool, seed: int,
     """``n`` held-out episodes: q0 + U(-q_spread, q_spread) clipped inside the joint limits with
     a margin, zero velocity; a reachable target drawn uniformly in ``task.workspace`` when the
     value is target-conditioned, else the config's target; the start EE >= 0.15 m from it; a
-    push direction uniform on the sphere and a plant seed."""
+    push direction uniform on the sphere and a plant seed.
+
+    A drawn target is kept only if a long-horizon solve (3 s) from the start brings the EE
+    within 1 cm of it: the reach-radius test alone admits targets inside the base column or
+    beyond the joint limits, which no controller reaches and which then dominate the study."""
+    from .ocp import QuadraticTerminal, ReachingOCP
     from .runner import build_robot
 
     _, robot = build_robot(cfg)
+    probe_T = max(1, int(round(3.0 / cfg.ocp.dt)))
+    probe = ReachingOCP(robot, cfg.ocp.model_copy(update={"horizon": probe_T}),
+                        np.asarray(cfg.task.target, float), QuadraticTerminal(cfg.ocp.terminal))
+
+    def feasible(q: np.ndarray, target: np.ndarray) -> bool:
+        x0 = np.concatenate([q, np.zeros(robot.nq)])
+        probe.set_target(target)
+        probe.problem.x0 = x0
+        probe.solver.solve([x0] * (probe_T + 1), [robot.gravity_torques(q)] * probe_T, 200, False)
+        end = robot.ee_position_world(np.asarray(probe.solver.xs[-1])[: robot.nq])
+        return bool(np.linalg.norm(end - target) <= 0.01)
+
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(EVAL_STREAM,)))
     q_nom = np.asarray(cfg.robot.q0, float)
     lo, hi = _joint_box(robot)
@@ -193,6 +210,8 @@ def draw_episodes(cfg: Config, n: int, *, target_conditioned: bool, seed: int,
             target = np.asarray(cfg.task.target, float)
         dist = float(np.linalg.norm(ee - target))
         if dist < MIN_START_DISTANCE_M:
+            continue
+        if target_conditioned and not feasible(q, target):
             continue
         direction = rng.normal(size=3)
         direction /= np.linalg.norm(direction)
