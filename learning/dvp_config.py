@@ -6,10 +6,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from mpc.config import apply_override, first_validation_error
+from mpc.config import apply_override, first_validation_error, read_yaml_sections
 from mpc.errors import ConfigError
 
 from .executors import ExecutorSpec
@@ -73,15 +72,7 @@ def system_from_json(text: str) -> Any:
 
 def load_dvp_config(path: str | Path, overrides: list[str] | None = None) -> DVPConfig:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(str(path), "", "file not found") from None
-    except yaml.YAMLError:
-        raise ConfigError(str(path), "", "not valid YAML") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(str(path), "", "top level must be a mapping of sections")
-    raw = copy.deepcopy(raw)
+    raw = copy.deepcopy(read_yaml_sections(path))
     set_keys = [apply_override(raw, a) for a in overrides or []]
     system = raw.get("system")
     if isinstance(system, dict) and system.get("kind") not in ("pendulum", "cartpole", "unicycle", "arm"):

@@ -175,8 +175,7 @@ class System(ABC):
         x0, theta = row[: self.nx], row[self.nx:]
         guesses = [([x0.copy() for _ in range(horizon + 1)], self.init_controls(x0, horizon))]
         if continuation is not None and continuation < horizon:
-            short = self._solve_once(row, continuation, terminal_id, make_terminal, maxiter,
-                                     guesses=None)
+            short = self._solve_once(row, continuation, terminal_id, make_terminal, maxiter)
             if short is not None:
                 xs, us = short
                 pad = horizon - continuation
@@ -192,7 +191,8 @@ class System(ABC):
         assert best is not None
         return best
 
-    def _solve_once(self, row, horizon, terminal_id, make_terminal, maxiter, guesses):  # noqa: ARG002
+    def _solve_once(self, row, horizon, terminal_id, make_terminal, maxiter):
+        """(xs, us) of a converged solve from the default guess, or None."""
         out, _ = self._solve_record(row, horizon, terminal_id, make_terminal, 1, maxiter, None)
         if not out.ok:
             return None

@@ -32,6 +32,7 @@ __all__ = [
     "WorkspaceSpec",
     "apply_override",
     "first_validation_error",
+    "read_yaml_sections",
     "load_config",
     "dump_config",
 ]
@@ -206,9 +207,9 @@ def apply_override(raw: dict[str, Any], assignment: str) -> str:
     return key
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read, override and validate a config; every problem becomes one :class:`ConfigError`."""
-    path = Path(path)
+def read_yaml_sections(path: Path) -> dict[str, Any]:
+    """A config file's top-level mapping; a missing, unreadable or malformed file is one
+    :class:`ConfigError` naming the file (and the line, for bad YAML)."""
     source = str(path)
     try:
         text = path.read_text()
@@ -223,9 +224,17 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         where = f"line {mark.line + 1}" if mark is not None else "YAML"
         raise ConfigError(source, where, "not valid YAML") from None
     if raw is None:
-        raw = {}
+        return {}
     if not isinstance(raw, dict):
         raise ConfigError(source, "", "top level must be a mapping of sections")
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a config; every problem becomes one :class:`ConfigError`."""
+    path = Path(path)
+    source = str(path)
+    raw = read_yaml_sections(path)
     raw = copy.deepcopy(raw)
     set_keys = [apply_override(raw, a) for a in overrides or []]
     try:

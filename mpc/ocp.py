@@ -112,10 +112,12 @@ class ReachingOCP:
             self.problem)
 
     # -- cost building blocks (reused by terminal costs and by learning/) --------------------------
-    def ee_translation_cost(self) -> crocoddyl.CostModelResidual:
+    def ee_translation_cost(self, registry: list | None = None) -> crocoddyl.CostModelResidual:
+        """EE-to-target cost; its residual joins ``registry`` (default: the residuals
+        :meth:`set_target` moves)."""
         r = crocoddyl.ResidualModelFrameTranslation(self.state, self.robot.ee_frame_id,
                                                     self._target.copy(), self.nu)
-        self._target_residuals.append(r)
+        (self._target_residuals if registry is None else registry).append(r)
         return crocoddyl.CostModelResidual(self.state, r)
 
     def state_reg_cost(self, q_weight: float = 1.0, v_weight: float = 1.0
@@ -143,10 +145,11 @@ class ReachingOCP:
             self.state, crocoddyl.ActivationModelQuadraticBarrier(bounds),
             crocoddyl.ResidualModelState(self.state, np.zeros(self.nx), self.nu))
 
-    def running_costs(self, w: CostWeights) -> crocoddyl.CostModelSum:
+    def running_costs(self, w: CostWeights, registry: list | None = None
+                      ) -> crocoddyl.CostModelSum:
         costs = crocoddyl.CostModelSum(self.state, self.nu)
         if w.ee_translation > 0:
-            costs.addCost("ee_translation", self.ee_translation_cost(), w.ee_translation)
+            costs.addCost("ee_translation", self.ee_translation_cost(registry), w.ee_translation)
         if w.state_reg > 0:
             costs.addCost("state_reg", self.state_reg_cost(w.state_reg_q, w.state_reg_v),
                           w.state_reg)
@@ -199,9 +202,16 @@ class RunningCost:
     cost accounting that is the same whatever horizon or terminal a controller used."""
 
     def __init__(self, ocp: ReachingOCP) -> None:
-        self._ocp = ocp
-        self._dam = ocp.differential(ocp.running_costs(ocp.spec.costs))
+        # Its own target residuals: evaluating a logged run must not move the live OCP's target.
+        self._residuals: list[crocoddyl.ResidualModelFrameTranslation] = []
+        self._dam = ocp.differential(ocp.running_costs(ocp.spec.costs, self._residuals))
         self._data = self._dam.createData()
+        self._target = ocp.target
+
+    def set_target(self, target: np.ndarray) -> None:
+        self._target = np.array(target, dtype=float)
+        for r in self._residuals:
+            r.reference = self._target
 
     def __call__(self, x: np.ndarray, u: np.ndarray) -> float:
         self._dam.calc(self._data, x, u)
@@ -209,15 +219,10 @@ class RunningCost:
 
     def integrate(self, xs: np.ndarray, us: np.ndarray, targets: np.ndarray, dt: float) -> float:
         """sum_k l(x_k, u_k) dt along an executed trajectory with per-step targets."""
-        ocp, total = self._ocp, 0.0
-        saved = ocp.target
-        current = None
-        try:
-            for k in range(len(xs)):
-                if current is None or not np.array_equal(targets[k], current):
-                    current = targets[k]
-                    ocp.set_target(current)
-                total += self(xs[k], us[k]) * dt
-        finally:
-            ocp.set_target(saved)
+        total, current = 0.0, None
+        for k in range(len(xs)):
+            if current is None or not np.array_equal(targets[k], current):
+                current = targets[k]
+                self.set_target(current)
+            total += self(xs[k], us[k]) * dt
         return total
