@@ -86,7 +86,8 @@ def _metadata(net, system: System, spec_json: str, cfg: DVPConfig, iterations: i
                                   residual_dim=net.residual_dim),
         state=_state_layout(system), task_params=system.task_params,
         task_fingerprint=_fingerprint(system, spec_json),
-        trained=TrainedWith(dt=system.dt, horizon=cfg.dvp.horizon),
+        trained=TrainedWith(dt=system.dt, horizon=cfg.dvp.horizon,
+                            task_box=system.task_box()),
         provenance=Provenance(algorithm="dvp", iterations=iterations, samples=samples,
                               date=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                               library_versions=library_versions(), git_commit=git_commit()),
@@ -209,14 +210,14 @@ def train_dvp(cfg: DVPConfig, out: Path, *, resume: bool = False, progress: bool
             if not good:
                 raise VmpcError(f"iteration {n}: every solve failed ({dict(rejected)})")
             z, v, g = ([o.z for o in good], [o.value for o in good], [o.grad_x for o in good])
-            goal = system.goal_state()
-            if goal is not None:  # pin V(goal) = 0, dV/dx(goal) = 0 (see System.goal_state);
-                # 10 % of the samples: with fewer the fit's floor error at the goal (V >= 0)
-                # still accumulated over iterations (pendulum: 1.26 % at 1 %, 0.75 % at 10 %)
-                n_anchor = max(1, sum(len(a) for a in v) // 10)
-                z.append(np.tile(goal, (n_anchor, 1)))
-                v.append(np.zeros(n_anchor))
-                g.append(np.zeros((n_anchor, nx)))
+            # Pin V = 0, dV/dx = 0 at the goal (see System.goal_anchors), on 10 % of the samples:
+            # with fewer the fit's floor error there (V >= 0) still accumulated over iterations
+            # (pendulum: 1.26 % at 1 %, 0.75 % at 10 %).
+            anchors = system.goal_anchors(rows, max(1, sum(len(a) for a in v) // 10))
+            if anchors is not None:
+                z.append(anchors)
+                v.append(np.zeros(len(anchors)))
+                g.append(np.zeros((len(anchors), nx)))
             data = ValueDataset(np.vstack(z), np.concatenate(v), np.vstack(g), nx)
             fit_spec = SobolevFitSpec(sobolev_lambda=cfg.dvp.sobolev_lambda, epochs=cfg.fit.epochs,
                                       batch_size=cfg.fit.batch_size, lr=cfg.fit.lr,
@@ -249,7 +250,8 @@ def train_dvp(cfg: DVPConfig, out: Path, *, resume: bool = False, progress: bool
 
     meta_kw = dict(state=_state_layout(system), task_params=system.task_params,
                    task_fingerprint=_fingerprint(system, spec_json),
-                   algorithm="dvp", trained=TrainedWith(dt=system.dt, horizon=T),
+                   algorithm="dvp",
+                   trained=TrainedWith(dt=system.dt, horizon=T, task_box=system.task_box()),
                    iterations=cfg.dvp.iterations, samples=samples_total,
                    notes=f"value rel. error {metrics[-1]['value_rel_error']:.4f} on "
                          f"{len(val['value'])} held-out problems")

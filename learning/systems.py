@@ -2,7 +2,7 @@
 Crocoddyl problem once, samples problems, and solves one problem into value samples.
 
 * ``pendulum``: swing-up of a torque-limited pendulum (Pinocchio model, C++ dynamics).
-* ``cartpole``: cart force only (the pole's torque is boxed to zero in BoxFDDP), balance upright.
+* ``cartpole``: balance upright with a force on the cart only (underactuated: the pole is free).
 * ``unicycle``: Crocoddyl's ``ActionModelUnicycle``.
 * ``arm``: the reaching OCP of :mod:`mpc` (same robot, same running cost as the MPC), with a fixed
   target or conditioned on the target.
@@ -37,6 +37,7 @@ __all__ = [
     "ArmSpec",
     "make_system",
     "ZeroTerminal",
+    "JointSubsetActuation",
 ]
 
 
@@ -82,6 +83,9 @@ class ArmSpec(_Spec):
     q_spread: float = Field(default=0.5, gt=0, description="[rad] start box around q0")
     v_spread: float = Field(default=0.5, ge=0, description="[rad/s] start velocities")
     min_target_distance: float = Field(default=0.1, ge=0, description="[m] start EE to target")
+    target_box: tuple[tuple[float, float, float], tuple[float, float, float]] | None = Field(
+        default=None, description="[m] (min, max) of the targets a conditioned value is trained "
+                                  "for (default: the config's task.workspace)")
 
 
 SystemSpec = Annotated[PendulumSpec | CartpoleSpec | UnicycleSpec | ArmSpec,
@@ -110,6 +114,33 @@ class ZeroTerminal(crocoddyl.ActionModelAbstract):
 
     def calcDiff(self, data, x, u=None):  # noqa: ANN001,N802
         pass
+
+
+class JointSubsetActuation(crocoddyl.ActuationModelAbstract):
+    """tau = S u: the controls drive the listed velocity coordinates, the others are free
+    (Crocoddyl's actuation models cover full and floating-base actuation, not this)."""
+
+    def __init__(self, state: crocoddyl.StateMultibody, actuated: list[int]) -> None:
+        crocoddyl.ActuationModelAbstract.__init__(self, state, len(actuated))
+        self._idx = np.asarray(actuated, dtype=int)
+        self._selection = np.zeros((state.nv, len(actuated)))  # [-] S
+        self._selection[self._idx, np.arange(len(actuated))] = 1.0
+
+    def calc(self, data, x, u=None):  # noqa: ANN001
+        data.tau[:] = 0.0
+        if u is not None:
+            data.tau[self._idx] = u
+
+    def calcDiff(self, data, x, u=None):  # noqa: ANN001,N802
+        if u is not None:
+            # eigenpy hands an (nv, 1) matrix over as a 1-D view: write through its own shape.
+            data.dtau_du[:] = self._selection.reshape(data.dtau_du.shape)
+
+    def commands(self, data, x, tau):  # noqa: ANN001
+        data.u[:] = tau[self._idx]
+
+    def torqueTransform(self, data, x, u):  # noqa: ANN001,N802
+        data.Mtau[:] = self._selection.T.reshape(data.Mtau.shape)
 
 
 class System(ABC):
@@ -147,6 +178,15 @@ class System(ABC):
         DVP needs it: V + c solves the same Bellman recursion for any constant c, so without
         an anchor the first fit's error at the goal is carried through every iteration."""
         return np.zeros(self.nx)
+
+    def task_box(self) -> tuple[list[float], list[float]] | None:
+        return None
+
+    def goal_anchors(self, rows: np.ndarray, n: int) -> np.ndarray | None:
+        """``n`` inputs z where V = 0 and dV/dx = 0, drawn without new randomness from this
+        iteration's problem ``rows`` (so a resumed run draws the same), or None."""
+        goal = self.goal_state()
+        return None if goal is None else np.tile(goal, (n, 1))
 
     @property
     def state(self) -> crocoddyl.StateAbstract:
@@ -261,10 +301,12 @@ def _control_cost(state, nu: int, w: np.ndarray) -> crocoddyl.CostModelResidual:
 class _PinocchioToy(System):
     """Pendulum and cartpole: Pinocchio models with C++ free-forward dynamics."""
 
-    def _setup(self, model: pin.Model, w_x, w_u: np.ndarray, u_lb, u_ub, dt: float) -> None:
+    def _setup(self, model: pin.Model, w_x, w_u: np.ndarray, u_lb, u_ub, dt: float,
+               actuated: int | None = None) -> None:
         self._model = model
         self._state = crocoddyl.StateMultibody(model)
-        self._actuation = crocoddyl.ActuationModelFull(self._state)
+        self._actuation = (crocoddyl.ActuationModelFull(self._state) if actuated is None
+                           else JointSubsetActuation(self._state, [actuated]))
         self.nx, self.nu, self.dt = self._state.nx, self._actuation.nu, dt
         self._w_x, self._w_u = np.asarray(w_x, float), np.asarray(w_u, float)
         self._u_lb, self._u_ub = np.asarray(u_lb, float), np.asarray(u_ub, float)
@@ -316,8 +358,10 @@ class Cartpole(_PinocchioToy):
         model.lowerPositionLimit[:] = -10.0
         model.upperPositionLimit[:] = 10.0
         f = spec.force_limit
-        # Full actuation with the pole's torque boxed to [0, 0]: only the cart is pushed.
-        self._setup(model, spec.w_x, [spec.w_u, 0.0], [-f, 0.0], [f, 0.0], spec.dt)
+        # Only the cart is actuated. Full actuation with the pole's torque boxed to [0, 0] made
+        # BoxFDDP blow its regularisation up on 10 s horizons and converge with the pole hanging
+        # (V ~ 25 against 0.14), which ruined the ground truth.
+        self._setup(model, spec.w_x, [spec.w_u], [-f], [f], spec.dt, actuated=0)
         self.box = spec.box
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -368,7 +412,19 @@ class ArmSystem(System):
                    if self.q_lo[i] < self.robot.q_lower[i] or self.q_hi[i] > self.robot.q_upper[i]]
             raise VmpcError(f"system.q_spread: the sampling box q0 +- {spec.q_spread} rad leaves "
                             f"the joint limits of {', '.join(bad)}")
+        ws = self.cfg.task.workspace
+        box = spec.target_box or (ws.min, ws.max)
+        self.target_lo, self.target_hi = (np.asarray(b, float) for b in box)
+        if (self.target_lo > self.target_hi).any():
+            raise VmpcError("system.target_box: min must be <= max on every axis")
+        if (self.target_lo < ws.min).any() or (self.target_hi > ws.max).any():
+            raise VmpcError(f"system.target_box: {[list(b) for b in box]} leaves the config's "
+                            f"task.workspace {[list(ws.min), list(ws.max)]}")
         self._ocps: dict[int, Any] = {}
+
+    def task_box(self) -> tuple[list[float], list[float]] | None:
+        """(min, max) of the targets trained on, for a conditioned value's metadata."""
+        return (self.target_lo.tolist(), self.target_hi.tolist()) if self.spec.conditioned else None
 
     @property
     def state(self) -> crocoddyl.StateAbstract:
@@ -404,16 +460,33 @@ class ArmSystem(System):
     def goal_state(self) -> np.ndarray | None:
         return None  # a whole IK manifold (redundant arm), not one known state
 
+    def goal_anchors(self, rows: np.ndarray, n: int) -> np.ndarray | None:
+        """At rest with the EE on the target the running cost is 0 forever (module doc), so
+        V = 0 and, V >= 0 being at its minimum, dV/dx = 0: anchors on that manifold, one IK
+        solution from each problem's start configuration (towards its own target when
+        conditioned), repeated to ``n``. Without them the value's minimum drifts off the target
+        and the short-horizon MPC settles millimetres away from it."""
+        nq = self.robot.nq
+        target = np.asarray(self.cfg.task.target, float)
+        found = []
+        for row in rows[:n]:
+            goal = row[2 * nq:] if self.spec.conditioned else target
+            q = self.robot.ik_position(goal, row[:nq])
+            if q is not None:
+                found.append(np.concatenate([q, np.zeros(nq), row[2 * nq:]]))
+        if not found:
+            return None
+        return np.array([found[i % len(found)] for i in range(n)])
+
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         nq = self.robot.nq
         rows = []
-        ws = self.cfg.task.workspace
         while len(rows) < n:
             q = rng.uniform(self.q_lo, self.q_hi)
             v = rng.uniform(-self.spec.v_spread, self.spec.v_spread, nq)
             row = [q, v]
             if self.spec.conditioned:
-                target = rng.uniform(ws.min, ws.max)
+                target = rng.uniform(self.target_lo, self.target_hi)
                 origin, radius = self.robot.reach()
                 far = np.linalg.norm(self.robot.ee_position_world(q) - target)
                 if np.linalg.norm(target - origin) > 0.9 * radius or far < self.spec.min_target_distance:

@@ -160,11 +160,14 @@ def _joint_box(robot: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def draw_episodes(cfg: Config, n: int, *, target_conditioned: bool, seed: int,
-                  q_spread_rad: float = 0.3, push_force_n: float = 50.0) -> list[Episode]:
+                  q_spread_rad: float = 0.3, push_force_n: float = 50.0,
+                  target_box: tuple[Sequence[float], Sequence[float]] | None = None
+                  ) -> list[Episode]:
     """``n`` held-out episodes: q0 + U(-q_spread, q_spread) clipped inside the joint limits with
-    a margin, zero velocity; a reachable target drawn uniformly in ``task.workspace`` when the
-    value is target-conditioned, else the config's target; the start EE >= 0.15 m from it; a
-    push direction uniform on the sphere and a plant seed.
+    a margin, zero velocity; a reachable target drawn uniformly in ``task.workspace`` (cut to
+    ``target_box``, the box a conditioned value was trained for) when the value is
+    target-conditioned, else the config's target; the start EE >= 0.15 m from it; a push
+    direction uniform on the sphere and a plant seed.
 
     A drawn target is kept only if a long-horizon solve (3 s) from the start brings the EE
     within 1 cm of it: the reach-radius test alone admits targets inside the base column or
@@ -189,6 +192,12 @@ def draw_episodes(cfg: Config, n: int, *, target_conditioned: bool, seed: int,
     q_nom = np.asarray(cfg.robot.q0, float)
     lo, hi = _joint_box(robot)
     ws_lo, ws_hi = np.asarray(cfg.task.workspace.min), np.asarray(cfg.task.workspace.max)
+    if target_box is not None:
+        ws_lo = np.maximum(ws_lo, np.asarray(target_box[0], float))
+        ws_hi = np.minimum(ws_hi, np.asarray(target_box[1], float))
+        if (ws_lo > ws_hi).any():
+            raise VmpcError(f"{cfg.source}: the value's target box {list(target_box)} does not "
+                            "overlap task.workspace")
     episodes: list[Episode] = []
     draws = 0
     while len(episodes) < n:
@@ -588,8 +597,10 @@ def eval_horizons(config: str | Path, value: str | Path, *, starts: int = 20,
         raise VmpcError(f"{value}: task parameters {meta.task_params} are not supported here "
                         f"(expected none or {list(TARGET_PARAMS)})")
     conditioned = meta.task_params == list(TARGET_PARAMS)
+    target_box = meta.trained.task_box if conditioned else None
     episodes = draw_episodes(cfg, starts, target_conditioned=conditioned, seed=seed,
-                             q_spread_rad=q_spread_rad, push_force_n=push.force_n)
+                             q_spread_rad=q_spread_rad, push_force_n=push.force_n,
+                             target_box=target_box)
 
     def run_overrides(ep: Episode, variant: str, spec: ControllerSpec) -> tuple[str, ...]:
         # User --set first, ours last: the study's settings and the controller's win.
@@ -624,7 +635,8 @@ def eval_horizons(config: str | Path, value: str | Path, *, starts: int = 20,
         "config": config,
         "overrides": list(overrides),
         "value": {"path": value, "model_id": model_id, "task_params": meta.task_params,
-                  "target_conditioned": conditioned, "weights_sha256": meta.weights_sha256,
+                  "target_conditioned": conditioned, "target_box": target_box,
+                  "weights_sha256": meta.weights_sha256,
                   "algorithm": meta.provenance.algorithm},
         "seed": seed,
         "seed_stream": {"entropy": seed, "spawn_key": [EVAL_STREAM],

@@ -78,6 +78,23 @@ class RobotModel:
         ee = m.frames[self.ee_frame_id]
         return origin, float(links + np.linalg.norm(ee.placement.translation))
 
+    def ik_position(self, target_world: np.ndarray, q_init: np.ndarray, *, tol_m: float = 1e-6,
+                    max_iter: int = 200, damping: float = 1e-4) -> np.ndarray | None:
+        """A configuration inside the joint limits whose EE is at ``target_world`` (damped least
+        squares from ``q_init``, position only), or None if it does not get within ``tol_m``."""
+        m, d = self.model, self.data
+        q = np.clip(np.asarray(q_init, dtype=float), self.q_lower, self.q_upper)
+        for _ in range(max_iter):
+            pin.computeJointJacobians(m, d, q)
+            pin.updateFramePlacements(m, d)
+            err = np.asarray(target_world) - d.oMf[self.ee_frame_id].translation  # [m]
+            if np.linalg.norm(err) < tol_m:
+                return q
+            J = pin.getFrameJacobian(m, d, self.ee_frame_id, pin.LOCAL_WORLD_ALIGNED)[:3]
+            dq = J.T @ np.linalg.solve(J @ J.T + damping * np.eye(3), err)
+            q = np.clip(q + dq, self.q_lower, self.q_upper)
+        return None
+
     def check_reachable(self, target: np.ndarray) -> None:
         origin, radius = self.reach()
         dist = float(np.linalg.norm(np.asarray(target) - origin))

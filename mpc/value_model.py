@@ -81,6 +81,9 @@ class StateLayout(_Meta):
 class TrainedWith(_Meta):
     dt: float | None = Field(default=None, description="knot spacing of the training OCP [s]")
     horizon: int | None = Field(default=None, description="knots of the training OCP")
+    task_box: tuple[list[float], list[float]] | None = Field(
+        default=None, description="(min, max) of the task parameters trained on, e.g. the EE "
+                                  "target box [m] of a target-conditioned value")
 
 
 class Provenance(_Meta):

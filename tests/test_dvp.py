@@ -74,6 +74,60 @@ def test_value_gradient_targets_match_finite_differences(spec):
     np.testing.assert_allclose(out.grad_x[0], fd, rtol=2e-2, atol=2e-3)
 
 
+def test_cartpole_underactuated_dynamics_match_numdiff():
+    import crocoddyl
+
+    system = make_system(CartpoleSpec())
+    problem, _ = system.problem(5, "none", lambda: ZeroTerminal(system.state, system.nu))
+    assert system.nu == 1  # only the cart is pushed
+    dam = problem.runningModels[0].differential
+    num = crocoddyl.DifferentialActionModelNumDiff(dam, False)
+    data, num_data = dam.createData(), num.createData()
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        x, u = system.sample(1, rng)[0], rng.uniform(-5, 5, 1)
+        dam.calc(data, x, u)
+        dam.calcDiff(data, x, u)
+        num.calc(num_data, x, u)
+        num.calcDiff(num_data, x, u)
+        np.testing.assert_allclose(data.Fx, num_data.Fx, atol=1e-5)
+        np.testing.assert_allclose(data.Fu, num_data.Fu, atol=1e-5)
+    # The force moves the cart and, through the coupling, the pole; no torque on the pole joint.
+    dam.calc(data, np.zeros(4), np.array([1.0]))
+    assert data.xout[0] > 0 and data.xout[1] < 0
+
+
+def test_cartpole_long_horizon_keeps_the_pole_up():
+    """The ground truth's 10x horizon must not fall into the hanging local optimum."""
+    system = make_system(CartpoleSpec())
+    row = np.array([0.3, 0.15, 0.1, -0.2])
+    make = lambda: ZeroTerminal(system.state, system.nu)  # noqa: E731
+    short = system.solve(row, 50, "none", make, 1, 200)
+    long = system.solve(row, 500, "none", make, 1, 200)
+    assert short.ok and long.ok
+    assert long.value[0] < 2.0 * short.value[0]
+    _, solver = system.problem(500, "none", make)
+    assert np.abs(np.array(solver.xs)[:, 1]).max() < 0.5  # [rad] pole stays near upright
+
+
+@pytest.mark.parametrize("conditioned", [False, True], ids=["fixed", "conditioned"])
+def test_arm_goal_anchors_are_at_rest_on_the_target_where_the_running_cost_vanishes(conditioned):
+    system = make_system(ArmSpec(config=str(IIWA), conditioned=conditioned))
+    rows = system.sample(6, np.random.default_rng(1))
+    anchors = system.goal_anchors(rows, 10)
+    assert anchors is not None and anchors.shape == (10, rows.shape[1])
+    nq = system.robot.nq
+    problem, _ = system.problem(1, "none", lambda: ZeroTerminal(system.state, system.nu))
+    model, data = problem.runningModels[0], problem.runningDatas[0]
+    for z in anchors:
+        target = z[2 * nq:] if conditioned else np.asarray(system.cfg.task.target)
+        system._set_task(1, z[2 * nq:])
+        assert np.linalg.norm(system.robot.ee_position_world(z[:nq]) - target) < 1e-5
+        np.testing.assert_array_equal(z[nq:2 * nq], 0.0)
+        model.calc(data, z[: 2 * nq], system.robot.gravity_torques(z[:nq]))
+        assert data.cost < 1e-9  # so V = 0 and dV/dx = 0 there
+
+
 @pytest.mark.slow
 def test_same_seed_same_dataset_on_one_or_two_workers_and_after_kill_resume(tmp_path):
     cfg = load_dvp_config(write_cfg(tmp_path / "a.yaml"))
@@ -152,6 +206,35 @@ def test_sampling_box_outside_joint_limits_is_refused():
     with pytest.raises(VmpcError, match="q_spread: the sampling box .* leaves the joint limits "
                                         "of lbr_iiwa_joint_6"):
         make_system(ArmSpec(config=str(IIWA), q_spread=0.8))
+
+
+def test_target_box_must_lie_in_the_workspace_and_bounds_the_sampled_targets():
+    with pytest.raises(VmpcError, match="system.target_box: .* leaves the config's task.workspace"):
+        make_system(ArmSpec(config=str(IIWA), conditioned=True,
+                            target_box=((0.3, -0.5, 0.2), (0.75, 0.5, 5.0))))
+    box = ((0.3, -0.5, 0.2), (0.75, 0.5, 0.8))
+    system = make_system(ArmSpec(config=str(IIWA), conditioned=True, target_box=box))
+    targets = system.sample(20, np.random.default_rng(0))[:, 2 * system.robot.nq:]
+    assert (targets >= box[0]).all() and (targets <= box[1]).all()
+    assert system.task_box() == ([0.3, -0.5, 0.2], [0.75, 0.5, 0.8])
+
+
+@pytest.mark.slow
+def test_conditioned_arm_run_records_its_target_box(tmp_path):
+    from mpc.value_model import TARGET_PARAMS, read_metadata
+
+    box = [[0.3, -0.5, 0.2], [0.75, 0.5, 0.8]]
+    cfg = load_dvp_config(write_cfg(
+        tmp_path / "a.yaml", system={"kind": "arm", "config": str(IIWA), "conditioned": True,
+                                     "target_box": box},
+        dvp={"iterations": 1, "samples": 4, "horizon": 5},
+        validation={"samples": 2, "horizon_factor": 2}, executor={"workers": 1, "chunk": 2}))
+    result = train_dvp(cfg, tmp_path / "run", progress=False, log=lambda *_: None)
+    meta = read_metadata(result.artifact)
+    assert meta.task_params == list(TARGET_PARAMS)
+    assert [list(b) for b in meta.trained.task_box] == box
+    with np.load(tmp_path / "run" / "checkpoints" / "iter_0000" / "dataset.npz") as data:
+        assert (data["value"] == 0).sum() >= 1  # goal anchors went in
 
 
 def test_arm_whose_cost_does_not_vanish_at_the_goal_is_refused(tmp_path):

@@ -130,6 +130,14 @@ def test_episodes_are_held_out_seeded_and_valid():
         assert np.linalg.norm(ep.push_force) == pytest.approx(50.0, rel=1e-5)
     fixed = draw_episodes(cfg, 3, target_conditioned=False, seed=7)
     assert all(ep.target == list(cfg.task.target) for ep in fixed)
+    # A conditioned value's training box cuts the workspace: held-out targets come from there.
+    box = ([0.3, -0.5, 0.2], [0.75, 0.5, 0.8])
+    boxed = draw_episodes(cfg, 4, target_conditioned=True, seed=7, target_box=box)
+    for ep in boxed:
+        assert np.all(np.asarray(ep.target) >= box[0]) and np.all(np.asarray(ep.target) <= box[1])
+    with pytest.raises(VmpcError, match="does not overlap task.workspace"):
+        draw_episodes(cfg, 1, target_conditioned=True, seed=7,
+                      target_box=([5.0, 5.0, 5.0], [6.0, 6.0, 6.0]))
 
 
 def test_override_spelling_and_controller_labels():

@@ -115,3 +115,15 @@ def test_running_cost_evaluator_matches_solver_cost_per_knot():
     d = ocp.running_model.createData()
     ocp.running_model.calc(d, x, u)
     assert ocp.running_cost_evaluator()(x, u) * ocp.dt == pytest.approx(d.cost, rel=1e-12)
+
+
+def test_ik_position_reaches_a_target_inside_the_limits_or_says_none():
+    cfg = load_config(IIWA)
+    _, robot = build_robot(cfg)
+    q0 = np.asarray(cfg.robot.q0)
+    target = np.asarray(cfg.task.target)
+    q = robot.ik_position(target, q0)
+    assert q is not None
+    assert np.linalg.norm(robot.ee_position_world(q) - target) < 1e-6
+    assert (q >= robot.q_lower).all() and (q <= robot.q_upper).all()
+    assert robot.ik_position(target + np.array([5.0, 0.0, 0.0]), q0) is None  # out of reach
