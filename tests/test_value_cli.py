@@ -4,6 +4,9 @@ import json
 import subprocess
 import sys
 
+import pytest
+import yaml
+
 from mpc.config import load_config
 
 from .conftest import IIWA, ROOT
@@ -67,3 +70,17 @@ def test_bench_value_prints_ratios(tmp_path):
     data = json.loads((tmp_path / "bench/bench_value.json").read_text())
     row = data["rows"][0]
     assert row["horizon"] == 5 and row["ratio_fast"] == row["fast_ms_p50"] / row["quadratic_ms_p50"]
+
+
+@pytest.mark.parametrize("model, config", [
+    ("iiwa_dvp", "iiwa_reach"), ("iiwa_dvp_targets", "iiwa_reach"),
+    ("iiwa_dvp_short", "iiwa_reach_short"), ("iiwa_dvp_targets_short", "iiwa_reach_short"),
+])
+def test_shipped_values_pass_every_hot_swap_check_for_their_config(model, config):
+    # The model is trained by configs/dvp_iiwa<suffix>.yaml, for the MPC config it is checked with.
+    trainer = yaml.safe_load((ROOT / "configs" / f"dvp_iiwa{model.removeprefix('iiwa_dvp')}.yaml")
+                             .read_text())
+    assert trainer["system"]["config"] == f"{config}.yaml"
+    proc = vmpc("value", "check", f"models/{model}.pt", "--config", f"configs/{config}.yaml",
+                cwd=ROOT)
+    assert proc.returncode == 0 and "ACCEPTED" in proc.stdout, proc.stdout + proc.stderr
