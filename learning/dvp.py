@@ -45,7 +45,7 @@ from mpc.value_model import (
 from .checkpoint import RunFolder
 from .datasets import ValueDataset
 from .dvp_config import DVPConfig
-from .executors import ValuePayload, make_executor
+from .executors import ValuePayload, make_executor, map_ground_truth
 from .export import export_value, git_commit, library_versions
 from .networks import make_value_net
 from .sobolev import SobolevFitSpec, fit_sobolev
@@ -184,8 +184,7 @@ def train_dvp(cfg: DVPConfig, out: Path, *, resume: bool = False, progress: bool
             gt_T = cfg.validation.horizon_factor * T
             with tqdm(total=len(v_rows), desc=f"ground truth (T={gt_T})", unit="ocp",
                       disable=not progress, leave=False) as bar:
-                outs = ex.map(v_rows, gt_T, None, 1, cfg.validation.maxiter, bar.update,
-                              continuation=T)
+                outs = map_ground_truth(ex, v_rows, cfg, 1, bar.update)
             ok = [o for o in outs if o.ok]
             if not ok:
                 raise VmpcError("no ground-truth solve converged; check the system config")

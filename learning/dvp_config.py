@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +71,7 @@ def system_from_json(text: str) -> Any:
 
 def load_dvp_config(path: str | Path, overrides: list[str] | None = None) -> DVPConfig:
     path = Path(path)
-    raw = copy.deepcopy(read_yaml_sections(path))
+    raw = read_yaml_sections(path)  # a fresh dict: the overrides may edit it
     set_keys = [apply_override(raw, a) for a in overrides or []]
     system = raw.get("system")
     if isinstance(system, dict) and system.get("kind") not in ("pendulum", "cartpole", "unicycle", "arm"):

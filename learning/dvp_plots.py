@@ -14,6 +14,8 @@ import torch  # noqa: E402
 
 from mpc.plots import save_figure  # noqa: E402
 
+from .executors import map_ground_truth  # noqa: E402
+
 __all__ = ["plot_convergence", "plot_value_map"]
 
 
@@ -45,11 +47,9 @@ def plot_value_map(system, net, executor, cfg, path: Path, progress: bool, n: in
     rows[:, 0], rows[:, 1] = aa.ravel(), bb.ravel()
     from tqdm import tqdm
 
-    gt_T = cfg.validation.horizon_factor * cfg.dvp.horizon
     with tqdm(total=len(rows), desc="value map ground truth", unit="ocp", disable=not progress,
               leave=False) as bar:
-        outs = executor.map(rows, gt_T, None, 1, cfg.validation.maxiter, bar.update,
-                            continuation=cfg.dvp.horizon)
+        outs = map_ground_truth(executor, rows, cfg, 1, bar.update)
     truth = np.array([o.value[0] if o.ok else np.nan for o in outs]).reshape(n, n)
     with torch.no_grad():
         learned = net(torch.from_numpy(rows).double()).numpy().reshape(n, n)

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,7 +22,11 @@ from mpc.errors import VmpcError
 
 from .systems import SolveOutcome, System, ZeroTerminal, make_system
 
-__all__ = ["ExecutorSpec", "ExecutorError", "ValuePayload", "make_executor", "solve_chunk"]
+if TYPE_CHECKING:
+    from .dvp_config import DVPConfig
+
+__all__ = ["ExecutorSpec", "ExecutorError", "ValuePayload", "make_executor", "map_ground_truth",
+           "solve_chunk"]
 
 
 class ExecutorError(VmpcError):
@@ -114,6 +118,15 @@ class _Executor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def map_ground_truth(executor: _Executor, rows: np.ndarray, cfg: DVPConfig, record_nodes: int,
+                     on_done: Callable[[int], None] | None = None) -> list[SolveOutcome]:
+    """Ground truth: converged solves of validation.horizon_factor x T with no terminal cost,
+    each also started from the T-horizon solution (see :meth:`System.solve`)."""
+    T = cfg.dvp.horizon
+    return executor.map(rows, cfg.validation.horizon_factor * T, None, record_nodes,
+                        cfg.validation.maxiter, on_done, continuation=T)
 
 
 def _chunks(rows: np.ndarray, size: int | None, workers: int, per_worker: int = 4

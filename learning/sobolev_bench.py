@@ -23,7 +23,7 @@ from mpc.run_log import atomic_write_text
 
 from .datasets import ValueDataset
 from .dvp_config import DVPConfig
-from .executors import make_executor
+from .executors import make_executor, map_ground_truth
 from .networks import make_value_net
 from .sobolev import SobolevFitSpec, fit_sobolev
 from .systems import SystemSpec, make_system
@@ -45,18 +45,16 @@ def bench_sobolev(cfg: DVPConfig, sizes: list[int], steps: int, out: Path, progr
     system = make_system(cfg.system)
     spec_json = TypeAdapter(SystemSpec).dump_json(cfg.system).decode()
     T = cfg.dvp.horizon
-    gt_T = cfg.validation.horizon_factor * T
     n_train_solves = math.ceil(max(sizes) / T)
     rng = np.random.default_rng(cfg.seed)
     with make_executor(cfg.executor, spec_json) as ex:
         with tqdm(total=n_train_solves + cfg.validation.samples, desc="ground-truth solves",
                   unit="ocp", disable=not progress, leave=False) as bar:
-            pool = _dataset(ex.map(system.sample(n_train_solves, rng), gt_T, None, T,
-                                   cfg.validation.maxiter, bar.update, continuation=T))
-            val = _dataset(ex.map(system.sample(cfg.validation.samples,
-                                                np.random.default_rng(cfg.validation.seed)),
-                                  gt_T, None, 1, cfg.validation.maxiter, bar.update,
-                                  continuation=T))
+            pool = _dataset(map_ground_truth(ex, system.sample(n_train_solves, rng), cfg, T,
+                                             bar.update))
+            val = _dataset(map_ground_truth(ex, system.sample(
+                cfg.validation.samples, np.random.default_rng(cfg.validation.seed)), cfg, 1,
+                bar.update))
     order = rng.permutation(len(pool))
     rows = []
     for n in tqdm(sizes, desc="fits", unit="size", disable=not progress, leave=False):

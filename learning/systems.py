@@ -481,6 +481,7 @@ class ArmSystem(System):
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         nq = self.robot.nq
+        origin, radius = self.robot.reach()
         rows = []
         while len(rows) < n:
             q = rng.uniform(self.q_lo, self.q_hi)
@@ -488,7 +489,6 @@ class ArmSystem(System):
             row = [q, v]
             if self.spec.conditioned:
                 target = rng.uniform(self.target_lo, self.target_hi)
-                origin, radius = self.robot.reach()
                 far = np.linalg.norm(self.robot.ee_position_world(q) - target)
                 if np.linalg.norm(target - origin) > 0.9 * radius or far < self.spec.min_target_distance:
                     continue

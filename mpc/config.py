@@ -6,7 +6,6 @@ and mismatch schemas belong to :mod:`sim`; the rest are the controller's.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -234,8 +233,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read, override and validate a config; every problem becomes one :class:`ConfigError`."""
     path = Path(path)
     source = str(path)
-    raw = read_yaml_sections(path)
-    raw = copy.deepcopy(raw)
+    raw = read_yaml_sections(path)  # a fresh dict: the overrides may edit it
     set_keys = [apply_override(raw, a) for a in overrides or []]
     try:
         cfg = Config.model_validate(raw)

@@ -206,12 +206,10 @@ class RunningCost:
         self._residuals: list[crocoddyl.ResidualModelFrameTranslation] = []
         self._dam = ocp.differential(ocp.running_costs(ocp.spec.costs, self._residuals))
         self._data = self._dam.createData()
-        self._target = ocp.target
 
     def set_target(self, target: np.ndarray) -> None:
-        self._target = np.array(target, dtype=float)
         for r in self._residuals:
-            r.reference = self._target
+            r.reference = np.asarray(target, dtype=float)
 
     def __call__(self, x: np.ndarray, u: np.ndarray) -> float:
         self._dam.calc(self._data, x, u)
