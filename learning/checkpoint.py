@@ -1,4 +1,4 @@
-"""Atomic per-iteration checkpoints of a DVP run, and resuming from them.
+"""Atomic per-iteration checkpoints of a training run, and resuming from them.
 
 Layout of a run folder::
 
@@ -24,17 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from mpc.run_log import atomic_write_bytes, atomic_write_text
+from mpc.io import atomic_write_bytes, atomic_write_text, fsync_dir
 
 __all__ = ["RunFolder"]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _torch_bytes(obj: Any) -> bytes:
@@ -56,9 +48,17 @@ class RunFolder:
         state = self.root / "state.json"
         return json.loads(state.read_text())["completed"] if state.exists() else 0
 
-    def save_iteration(self, n: int, *, dataset: dict[str, np.ndarray], model: dict,
-                       optim: dict, rng: dict, torch_rng: torch.Tensor,
-                       metrics: dict[str, Any]) -> None:
+    def save_iteration(
+        self,
+        n: int,
+        *,
+        dataset: dict[str, np.ndarray],
+        model: dict,
+        optim: dict,
+        rng: dict,
+        torch_rng: torch.Tensor,
+        metrics: dict[str, Any],
+    ) -> None:
         final = self.ckpt / f"iter_{n:04d}"
         tmp = self.ckpt / f"iter_{n:04d}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -71,10 +71,10 @@ class RunFolder:
         atomic_write_bytes(tmp / "torch_rng.pt", _torch_bytes(torch_rng))
         atomic_write_text(tmp / "rng.json", json.dumps(rng))
         atomic_write_text(tmp / "metrics.json", json.dumps(metrics))
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-        _fsync_dir(self.ckpt)
+        fsync_dir(self.ckpt)
         atomic_write_text(self.root / "state.json", json.dumps({"completed": n + 1}))
 
     def load_iteration(self, n: int) -> dict[str, Any]:

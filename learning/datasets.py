@@ -24,16 +24,22 @@ class ValueDataset:
     def __post_init__(self) -> None:
         n = len(self.z)
         if self.value.shape != (n,) or self.grad_x.shape != (n, self.nx):
-            raise ValueError(f"inconsistent dataset shapes: z {self.z.shape}, value "
-                             f"{self.value.shape}, grad_x {self.grad_x.shape}, nx {self.nx}")
-        finite = np.isfinite(self.z).all(1) & np.isfinite(self.value) & np.isfinite(self.grad_x).all(1)
+            raise ValueError(
+                f"inconsistent dataset shapes: z {self.z.shape}, value "
+                f"{self.value.shape}, grad_x {self.grad_x.shape}, nx {self.nx}"
+            )
+        finite = (
+            np.isfinite(self.z).all(1) & np.isfinite(self.value) & np.isfinite(self.grad_x).all(1)
+        )
         if not finite.all():
             raise ValueError(f"{int((~finite).sum())} samples are not finite")
 
     def __len__(self) -> int:
         return len(self.z)
 
-    def split(self, val_fraction: float, rng: np.random.Generator) -> tuple[ValueDataset, ValueDataset]:
+    def split(
+        self, val_fraction: float, rng: np.random.Generator
+    ) -> tuple[ValueDataset, ValueDataset]:
         idx = rng.permutation(len(self))
         n_val = int(round(val_fraction * len(self)))
         va, tr = idx[:n_val], idx[n_val:]
@@ -41,17 +47,25 @@ class ValueDataset:
         return pick(tr), pick(va)
 
 
-def quadratic_dataset(x_ref: np.ndarray, weights: np.ndarray, n: int, rng: np.random.Generator,
-                      spread: np.ndarray | float = 0.5) -> ValueDataset:
+def quadratic_dataset(
+    x_ref: np.ndarray,
+    weights: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    spread: np.ndarray | float = 0.5,
+) -> ValueDataset:
     """V(x) = sum_i w_i (x_i - x_ref_i)^2 on x ~ x_ref + U(-spread, spread)."""
     x = x_ref + rng.uniform(-1.0, 1.0, (n, len(x_ref))) * spread
     d = x - x_ref
     return ValueDataset(x, (weights * d * d).sum(1), 2.0 * weights * d, len(x_ref))
 
 
-def action_model_dataset(model, x_samples: np.ndarray,
-                         theta: np.ndarray | None = None,
-                         on_sample: Callable[[int], None] | None = None) -> ValueDataset:
+def action_model_dataset(
+    model,
+    x_samples: np.ndarray,
+    theta: np.ndarray | None = None,
+    on_sample: Callable[[int], None] | None = None,
+) -> ValueDataset:
     """(V, V_x) of a Crocoddyl terminal action model (e.g. a C++ quadratic terminal) at
     the given states; ``theta`` (N, p) are appended to the inputs when the value is conditioned."""
     data = model.createData()

@@ -27,7 +27,7 @@ class _TanhTrunk(nn.Module):
     def __init__(self, n_in: int, hidden: Sequence[int]) -> None:
         super().__init__()
         widths = [n_in, *hidden]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=False))
         self.register_buffer("in_mean", torch.zeros(n_in))
         self.register_buffer("in_std", torch.ones(n_in))
 
@@ -41,8 +41,9 @@ class _TanhTrunk(nn.Module):
 class ResidualValueNet(_TanhTrunk):
     kind: Final[str] = "residual"
 
-    def __init__(self, n_in: int, hidden: Sequence[int] = (64, 64, 64), residual_dim: int = 16
-                 ) -> None:
+    def __init__(
+        self, n_in: int, hidden: Sequence[int] = (64, 64, 64), residual_dim: int = 16
+    ) -> None:
         super().__init__(n_in, hidden)
         self.out = nn.Linear(hidden[-1], residual_dim)
         self.n_in, self.hidden, self.residual_dim = n_in, list(hidden), residual_dim
@@ -118,8 +119,9 @@ class FeedForwardValueNet(_TanhTrunk):
         return value, g * inv_std, hess
 
 
-def make_value_net(kind: str, n_in: int, hidden: Sequence[int] = (64, 64, 64),
-                   residual_dim: int = 16) -> nn.Module:
+def make_value_net(
+    kind: str, n_in: int, hidden: Sequence[int] = (64, 64, 64), residual_dim: int = 16
+) -> nn.Module:
     if kind == "residual":
         return ResidualValueNet(n_in, hidden, residual_dim)
     if kind == "feedforward":

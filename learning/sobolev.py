@@ -15,16 +15,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from mpc.progress import progress_bar
+from sim.specs import Strict
 
 from .datasets import ValueDataset
 
 __all__ = ["SobolevFitSpec", "FitResult", "fit_sobolev", "sobolev_loss"]
 
 
-class SobolevFitSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
+class SobolevFitSpec(Strict):
     sobolev_lambda: float = Field(default=1.0, ge=0, description="weight of the gradient term")
     epochs: int = Field(default=300, ge=1)
     batch_size: int = Field(default=256, ge=1)
@@ -43,9 +44,17 @@ class FitResult:
         return self.history[-1] if self.history else {}
 
 
-def sobolev_loss(net: torch.nn.Module, z: torch.Tensor, v: torch.Tensor, gx: torch.Tensor,
-                 nx: int, lam: float, v_scale: float, g_scale: float,
-                 create_graph: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sobolev_loss(
+    net: torch.nn.Module,
+    z: torch.Tensor,
+    v: torch.Tensor,
+    gx: torch.Tensor,
+    nx: int,
+    lam: float,
+    v_scale: float,
+    g_scale: float,
+    create_graph: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     z = z.detach().requires_grad_(lam > 0)
     v_hat = net(z)
     loss_v = ((v_hat - v) ** 2).mean() / v_scale
@@ -58,20 +67,25 @@ def sobolev_loss(net: torch.nn.Module, z: torch.Tensor, v: torch.Tensor, gx: tor
 
 
 def _tensors(ds: ValueDataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return (torch.from_numpy(ds.z).double(), torch.from_numpy(ds.value).double(),
-            torch.from_numpy(ds.grad_x).double())
+    return (
+        torch.from_numpy(ds.z).double(),
+        torch.from_numpy(ds.value).double(),
+        torch.from_numpy(ds.grad_x).double(),
+    )
 
 
-def fit_sobolev(net: torch.nn.Module, data: ValueDataset, spec: SobolevFitSpec,
-                progress: bool = True,
-                callback: Callable[[int, dict[str, float]], None] | None = None,
-                optimizer: torch.optim.Optimizer | None = None) -> FitResult:
+def fit_sobolev(
+    net: torch.nn.Module,
+    data: ValueDataset,
+    spec: SobolevFitSpec,
+    progress: bool = True,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> FitResult:
     """Train ``net`` in place; returns the per-epoch history (train and validation losses).
 
     ``optimizer`` (an Adam over ``net``'s parameters) carries its moments across calls, as DVP's
     successive fits do; its learning rate is reset to ``spec.lr`` for this fit's schedule."""
-    from tqdm import tqdm
-
     rng = np.random.default_rng(spec.seed)
     torch.manual_seed(spec.seed)
     net.double()
@@ -80,25 +94,26 @@ def fit_sobolev(net: torch.nn.Module, data: ValueDataset, spec: SobolevFitSpec,
     if spec.set_normalisation:
         net.set_normalisation(z.mean(0), z.std(0) if len(z) > 1 else torch.ones(z.shape[1]))
     v_scale = max(float(v.var()) if len(v) > 1 else 1.0, 1e-12)
-    g_scale = max(float((gx ** 2).sum(1).mean()), 1e-12)
+    g_scale = max(float((gx**2).sum(1).mean()), 1e-12)
     opt = optimizer if optimizer is not None else torch.optim.Adam(net.parameters(), lr=spec.lr)
     for group in opt.param_groups:
         group["lr"] = group["initial_lr"] = spec.lr
     steps_per_epoch = math.ceil(len(z) / spec.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-        opt, T_max=spec.epochs * steps_per_epoch, eta_min=spec.lr * 1e-2)
+        opt, T_max=spec.epochs * steps_per_epoch, eta_min=spec.lr * 1e-2
+    )
     result = FitResult()
     gen = torch.Generator().manual_seed(spec.seed)
-    bar = tqdm(range(spec.epochs), desc="sobolev fit", unit="epoch", disable=not progress,
-               leave=False)
+    bar = progress_bar(range(spec.epochs), desc="sobolev fit", unit="epoch", enabled=progress)
     for epoch in bar:
         net.train()
         perm = torch.randperm(len(z), generator=gen)
         total = 0.0
         for i in range(steps_per_epoch):
-            b = perm[i * spec.batch_size:(i + 1) * spec.batch_size]
-            loss, _, _ = sobolev_loss(net, z[b], v[b], gx[b], data.nx, spec.sobolev_lambda,
-                                      v_scale, g_scale)
+            b = perm[i * spec.batch_size : (i + 1) * spec.batch_size]
+            loss, _, _ = sobolev_loss(
+                net, z[b], v[b], gx[b], data.nx, spec.sobolev_lambda, v_scale, g_scale
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -107,8 +122,9 @@ def fit_sobolev(net: torch.nn.Module, data: ValueDataset, spec: SobolevFitSpec,
         row = {"epoch": float(epoch), "train_loss": total / len(z)}
         if val is not None and len(val):
             zv, vv, gv = _tensors(val)
-            _, lv, lg = sobolev_loss(net, zv, vv, gv, data.nx, 1.0, v_scale, g_scale,
-                                     create_graph=False)
+            _, lv, lg = sobolev_loss(
+                net, zv, vv, gv, data.nx, 1.0, v_scale, g_scale, create_graph=False
+            )
             row.update(val_value_nmse=float(lv.detach()), val_grad_nmse=float(lg.detach()))
         result.history.append(row)
         bar.set_postfix(loss=f"{row['train_loss']:.2e}")

@@ -1,45 +1,25 @@
-"""Controller side of value-mpc: robot model, reaching OCP, MPC controller, closed loop, CLI.
+"""Controller side of value-mpc: robot model, reaching OCP, MPC controller and closed loop.
 
-Depends on :mod:`sim` (never the other way round).
+Depends on :mod:`sim` only; :mod:`learning` and :mod:`vmpc` build on it, never the other way
+round (the import contract in pyproject.toml enforces it).
+
+Subpackages: :mod:`mpc.loop` (the closed loop, hot swaps, run log, summary, plots),
+:mod:`mpc.value` (the value-model artifact and the learned terminal) and :mod:`mpc.bridge`
+(ZeroMQ). This top level exports only the light pieces (errors and config), so that
+``import mpc.bridge.client`` does not pay for Crocoddyl, Pinocchio and PyBullet.
 """
 
-import importlib
-from typing import Any
-
-# Lazy: `import mpc.bridge.client` (or any small module) must not pay for Crocoddyl,
-# Pinocchio and PyBullet.
-_EXPORTS = {
-    "ClosedLoop": "runner", "RunResult": "runner", "Config": "config", "load_config": "config",
-    "MPCController": "controller", "SolveReport": "controller", "SolveStatus": "controller",
-    "ConfigError": "errors", "FrameNotFound": "errors", "JointNotFound": "errors",
-    "ModelError": "errors", "VmpcError": "errors", "NoTerminal": "ocp",
-    "QuadraticTerminal": "ocp", "ReachingOCP": "ocp", "TerminalCost": "ocp",
-    "RobotModel": "robot_model",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module 'mpc' has no attribute {name!r}")
-
+from .config import Config, dump_config, load_config
+from .errors import ConfigError, FrameNotFound, JointNotFound, ModelError, SwapRefused, VmpcError
 
 __all__ = [
-    "ClosedLoop",
     "Config",
     "ConfigError",
     "FrameNotFound",
     "JointNotFound",
-    "MPCController",
     "ModelError",
-    "NoTerminal",
-    "QuadraticTerminal",
-    "ReachingOCP",
-    "RobotModel",
-    "RunResult",
-    "SolveReport",
-    "SolveStatus",
-    "TerminalCost",
+    "SwapRefused",
     "VmpcError",
+    "dump_config",
     "load_config",
 ]

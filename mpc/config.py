@@ -6,11 +6,20 @@ and mismatch schemas belong to :mod:`sim`; the rest are the controller's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from sim.specs import DisturbanceSpec, MismatchSpec, RobotSpec, SimSpec, Strict, Vec3
 
@@ -27,14 +36,42 @@ __all__ = [
     "SwapSpec",
     "ValueSpec",
     "TaskSpec",
+    "TerminalKind",
     "TerminalSpec",
     "WorkspaceSpec",
     "apply_override",
-    "first_validation_error",
-    "read_yaml_sections",
-    "load_config",
     "dump_config",
+    "first_validation_error",
+    "load_config",
+    "load_yaml_model",
+    "parse_terminal_kind",
+    "read_yaml_sections",
 ]
+
+BUILTIN_TERMINALS = ("none", "quadratic")
+
+
+def _terminal_kind(value: Any) -> Any:
+    """'none' and 'quadratic' stay names; anything that looks like a path becomes a Path."""
+    if isinstance(value, Path) or value in BUILTIN_TERMINALS:
+        return value
+    if isinstance(value, str) and ("/" in value or "." in value):
+        return Path(value)
+    raise ValueError(f"{value!r} is not 'none', 'quadratic' or the path of a value model")
+
+
+# The terminal knot: one of the C++ terminals by name, or the path of a value-model artifact.
+TerminalKind = Annotated[Literal["none", "quadratic"] | Path, BeforeValidator(_terminal_kind)]
+_TERMINAL_KIND: TypeAdapter[Literal["none", "quadratic"] | Path] = TypeAdapter(TerminalKind)
+
+
+def parse_terminal_kind(spec: str | Path) -> Literal["none", "quadratic"] | Path:
+    """A request's terminal (a swap, a bridge command) as the config would read it; raises
+    ValueError with a one-line reason."""
+    try:
+        return _TERMINAL_KIND.validate_python(spec)
+    except ValidationError as exc:
+        raise ValueError(first_validation_error(exc)[1]) from None
 
 
 class WorkspaceSpec(Strict):
@@ -70,7 +107,7 @@ class CostWeights(Strict):
 
 
 class TerminalSpec(Strict):
-    kind: str = Field(
+    kind: TerminalKind = Field(
         default="quadratic",
         description="'none', 'quadratic', or the path of a learned value model",
     )
@@ -106,7 +143,7 @@ class MpcSpec(Strict):
 
 class SwapSpec(Strict):
     t: float = Field(ge=0, description="sim time of the request [s]")
-    terminal: str = Field(description="'none', 'quadratic' or a value-model path")
+    terminal: TerminalKind = Field(description="'none', 'quadratic' or a value-model path")
     force: bool = Field(default=False, description="accept a task-fingerprint mismatch")
 
 
@@ -118,9 +155,11 @@ class ValueSpec(Strict):
         description="folders value models may be loaded from (relative to the working dir)",
     )
     evaluator: Literal["fast", "torchscript"] = Field(
-        default="fast", description="float64 numpy path, or the TorchScript module itself")
-    max_call_us: float = Field(default=1000.0, gt=0,
-                               description="budget for one calc + calcDiff at validation [us]")
+        default="fast", description="float64 numpy path, or the TorchScript module itself"
+    )
+    max_call_us: float = Field(
+        default=1000.0, gt=0, description="budget for one calc + calcDiff at validation [us]"
+    )
     swaps: list[SwapSpec] = Field(default_factory=list, description="scheduled terminal swaps")
 
 
@@ -163,13 +202,16 @@ def _format_location(loc: tuple[Any, ...]) -> str:
 def first_validation_error(exc: ValidationError, drop: tuple[str, ...] = ()) -> tuple[str, str]:
     """(dotted key, message) of pydantic's first error; ``drop`` removes union tags from keys."""
     err = exc.errors()[0]
-    loc = tuple(p for p in err["loc"]
-                if not (isinstance(p, str) and (p.startswith("function-") or p in drop)))
+    loc = tuple(
+        p
+        for p in err["loc"]
+        if not (isinstance(p, str) and (p.startswith("function-") or p in drop))
+    )
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
     elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     return _format_location(loc), msg
 
 
@@ -182,7 +224,9 @@ def apply_override(raw: dict[str, Any], assignment: str) -> str:
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError("--set", key, f"value is not valid YAML ({exc.__class__.__name__})") from None
+        raise ConfigError(
+            "--set", key, f"value is not valid YAML ({exc.__class__.__name__})"
+        ) from None
     parts = key.split(".")
     node: Any = raw
     for i, part in enumerate(parts[:-1]):
@@ -229,23 +273,42 @@ def read_yaml_sections(path: Path) -> dict[str, Any]:
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read, override and validate a config; every problem becomes one :class:`ConfigError`."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml_model(
+    path: str | Path,
+    model: type[M],
+    overrides: list[str] | None = None,
+    *,
+    prepare: Callable[[dict[str, Any], Path], None] | None = None,
+    drop: tuple[str, ...] = (),
+) -> M:
+    """Read a YAML config, apply ``--set`` overrides, then validate it as ``model``; every
+    problem becomes one :class:`ConfigError` naming the file (or the ``--set`` that caused it)
+    and the dotted key. ``prepare(raw, path)`` may check or rewrite the raw mapping first;
+    ``drop`` removes union tags from reported keys. Run and training configs both load here."""
     path = Path(path)
     source = str(path)
     raw = read_yaml_sections(path)  # a fresh dict: the overrides may edit it
     set_keys = [apply_override(raw, a) for a in overrides or []]
+    if prepare is not None:
+        prepare(raw, path)
     try:
-        cfg = Config.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
-        key, msg = first_validation_error(exc)
+        key, msg = first_validation_error(exc, drop)
         culprit = next((k for k in set_keys if key == k or key.startswith(k + ".")), None)
         raise ConfigError(source if culprit is None else f"--set {culprit}", key, msg) from None
-    cfg._source = source
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a run config; every problem becomes one ConfigError."""
+    cfg = load_yaml_model(path, Config, overrides)
+    cfg._source = str(path)
     return cfg
 
 
 def dump_config(cfg: Config) -> str:
     """The resolved config as YAML; loading it again gives the same config."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-

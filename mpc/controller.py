@@ -51,8 +51,14 @@ class ControllerCounters:
 
 
 class MPCController:
-    def __init__(self, ocp: ReachingOCP, spec: MpcSpec, torque_limits: np.ndarray,
-                 sim_dt: float, max_latency_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        ocp: ReachingOCP,
+        spec: MpcSpec,
+        torque_limits: np.ndarray,
+        sim_dt: float,
+        max_latency_s: float = 0.0,
+    ) -> None:
         self.ocp, self.spec = ocp, spec
         self.solver, self.problem = ocp.solver, ocp.problem
         T, nx, nu = ocp.T, ocp.nx, ocp.nu
@@ -116,8 +122,10 @@ class MPCController:
         if m <= 0:
             return xs, us
         T = self.T
-        return ([xs[min(k + m, T)] for k in range(T + 1)],
-                [us[min(k + m, T - 1)] for k in range(T)])
+        return (
+            [xs[min(k + m, T)] for k in range(T + 1)],
+            [us[min(k + m, T - 1)] for k in range(T)],
+        )
 
     def solve(self, x: np.ndarray, t: float) -> SolveReport:
         """One replan from measured state x at sim time t. Call :meth:`activate` to use it."""
@@ -135,8 +143,12 @@ class MPCController:
         solve_ms = (time.perf_counter() - t_start) * 1e3
         self.counters.solves += 1
         cost = float(self.solver.cost) if solved else float("nan")
-        ok = (solved and math.isfinite(cost) and self.solver.preg < self._reg_max
-              and self._read_solution())
+        ok = (
+            solved
+            and math.isfinite(cost)
+            and self.solver.preg < self._reg_max
+            and self._read_solution()
+        )
         self._tc = t
         if ok:
             self._consecutive_failures = 0

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["VmpcError", "ConfigError", "FrameNotFound", "JointNotFound", "ModelError"]
+__all__ = [
+    "ConfigError",
+    "FrameNotFound",
+    "JointNotFound",
+    "ModelError",
+    "SwapRefused",
+    "VmpcError",
+]
 
 
 class VmpcError(Exception):
@@ -25,10 +32,18 @@ class ModelError(VmpcError):
 class FrameNotFound(ModelError):
     def __init__(self, name: str, frames: Sequence[str]) -> None:
         self.name, self.frames = name, list(frames)
-        super().__init__(f"frame '{name}' not in the robot model; frames are: {', '.join(self.frames)}")
+        super().__init__(
+            f"frame '{name}' not in the robot model; frames are: {', '.join(self.frames)}"
+        )
 
 
 class JointNotFound(ModelError):
     def __init__(self, name: str, joints: Sequence[str]) -> None:
         self.name, self.joints = name, list(joints)
-        super().__init__(f"joint '{name}' not in the robot model; joints are: {', '.join(self.joints)}")
+        super().__init__(
+            f"joint '{name}' not in the robot model; joints are: {', '.join(self.joints)}"
+        )
+
+
+class SwapRefused(VmpcError):
+    """A terminal could not be installed; the message is one line saying why."""

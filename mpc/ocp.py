@@ -8,6 +8,7 @@ supplies its action model, and :meth:`ReachingOCP.set_terminal` swaps it between
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import crocoddyl
 import numpy as np
@@ -17,10 +18,12 @@ from .config import CostWeights, OcpSpec, TerminalSpec
 from .robot_model import RobotModel
 
 __all__ = [
-    "ReachingOCP",
-    "TerminalCost",
     "NoTerminal",
+    "PreparedTerminal",
     "QuadraticTerminal",
+    "ReachingOCP",
+    "RunningCost",
+    "TerminalCost",
     "make_integrated",
 ]
 
@@ -38,8 +41,20 @@ class TerminalCost(ABC):
         """The EE target moved; terminals conditioned on it update their parameters here."""
 
 
-def make_integrated(dam: crocoddyl.DifferentialActionModelAbstract, integrator: str, dt: float
-                    ) -> crocoddyl.ActionModelAbstract:
+@dataclass
+class PreparedTerminal:
+    """A terminal ready to install between two solves: its cost object, its built action model,
+    an id for logs and a note (e.g. that a fingerprint mismatch was forced)."""
+
+    terminal: TerminalCost
+    model: crocoddyl.ActionModelAbstract
+    model_id: str
+    note: str
+
+
+def make_integrated(
+    dam: crocoddyl.DifferentialActionModelAbstract, integrator: str, dt: float
+) -> crocoddyl.ActionModelAbstract:
     if integrator == "euler":
         return crocoddyl.IntegratedActionModelEuler(dam, dt)
     rk = {"rk2": crocoddyl.RKType.two, "rk3": crocoddyl.RKType.three, "rk4": crocoddyl.RKType.four}
@@ -69,7 +84,9 @@ class QuadraticTerminal(TerminalCost):
             costs.addCost("ee_translation", ocp.ee_translation_cost(), s.ee_translation)
         if s.state_reg > 0:  # same posture/velocity split as the running cost
             w = ocp.spec.costs
-            costs.addCost("state_reg", ocp.state_reg_cost(w.state_reg_q, w.state_reg_v), s.state_reg)
+            costs.addCost(
+                "state_reg", ocp.state_reg_cost(w.state_reg_q, w.state_reg_v), s.state_reg
+            )
         if s.ee_velocity > 0:
             costs.addCost("ee_velocity", ocp.ee_velocity_cost(), s.ee_velocity)
         return ocp.integrate(ocp.differential(costs), 0.0)
@@ -96,82 +113,101 @@ class ReachingOCP:
         # Residuals whose reference follows the target, across running, terminal and cost models.
         self._target_residuals: list[crocoddyl.ResidualModelFrameTranslation] = []
 
-        self.running_model = self.integrate(self.differential(self.running_costs(spec.costs)),
-                                            spec.dt)
+        self.running_model = self.integrate(
+            self.differential(self.running_costs(spec.costs)), spec.dt
+        )
         if spec.torque_bounds:
             self.running_model.u_lb = -robot.torque_limits
             self.running_model.u_ub = robot.torque_limits
         self.terminal = terminal
         terminal.set_target(self._target)
         x0 = self.x_posture.copy() if x0 is None else np.asarray(x0, float)
-        self.problem = crocoddyl.ShootingProblem(x0, [self.running_model] * self.T,
-                                                 terminal.make_model(self))
+        self.problem = crocoddyl.ShootingProblem(
+            x0, [self.running_model] * self.T, terminal.make_model(self)
+        )
         if self.problem.nthreads != nthreads:  # a Python terminal already forces 1 (and warns)
             self.problem.nthreads = nthreads
         self.solver = (crocoddyl.SolverBoxFDDP if spec.torque_bounds else crocoddyl.SolverFDDP)(
-            self.problem)
+            self.problem
+        )
 
     # -- cost building blocks (reused by terminal costs and by learning/) --------------------------
     def ee_translation_cost(self, registry: list | None = None) -> crocoddyl.CostModelResidual:
         """EE-to-target cost; its residual joins ``registry`` (default: the residuals
         :meth:`set_target` moves)."""
-        r = crocoddyl.ResidualModelFrameTranslation(self.state, self.robot.ee_frame_id,
-                                                    self._target.copy(), self.nu)
+        r = crocoddyl.ResidualModelFrameTranslation(
+            self.state, self.robot.ee_frame_id, self._target.copy(), self.nu
+        )
         (self._target_residuals if registry is None else registry).append(r)
         return crocoddyl.CostModelResidual(self.state, r)
 
-    def state_reg_cost(self, q_weight: float = 1.0, v_weight: float = 1.0
-                       ) -> crocoddyl.CostModelResidual:
+    def state_reg_cost(
+        self, q_weight: float = 1.0, v_weight: float = 1.0
+    ) -> crocoddyl.CostModelResidual:
         nq = self.robot.nq
         w = np.concatenate([np.full(nq, q_weight), np.full(nq, v_weight)])
         return crocoddyl.CostModelResidual(
-            self.state, crocoddyl.ActivationModelWeightedQuad(w),
-            crocoddyl.ResidualModelState(self.state, self.x_posture.copy(), self.nu))
+            self.state,
+            crocoddyl.ActivationModelWeightedQuad(w),
+            crocoddyl.ResidualModelState(self.state, self.x_posture.copy(), self.nu),
+        )
 
     def ee_velocity_cost(self) -> crocoddyl.CostModelResidual:
         # Linear part only. LOCAL: its norm equals the world-aligned one, and Crocoddyl's
         # LOCAL_WORLD_ALIGNED derivatives disagree with NumDiff (1e-3, tests/test_ocp.py).
         w = np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
-        r = crocoddyl.ResidualModelFrameVelocity(self.state, self.robot.ee_frame_id,
-                                                 pin.Motion.Zero(), pin.LOCAL,
-                                                 self.nu)
+        r = crocoddyl.ResidualModelFrameVelocity(
+            self.state, self.robot.ee_frame_id, pin.Motion.Zero(), pin.LOCAL, self.nu
+        )
         return crocoddyl.CostModelResidual(self.state, crocoddyl.ActivationModelWeightedQuad(w), r)
 
     def state_limits_cost(self) -> crocoddyl.CostModelResidual:
         rb = self.robot
-        bounds = crocoddyl.ActivationBounds(np.concatenate([rb.q_lower, -rb.v_limit]),
-                                            np.concatenate([rb.q_upper, rb.v_limit]), 0.95)
+        bounds = crocoddyl.ActivationBounds(
+            np.concatenate([rb.q_lower, -rb.v_limit]),
+            np.concatenate([rb.q_upper, rb.v_limit]),
+            0.95,
+        )
         return crocoddyl.CostModelResidual(
-            self.state, crocoddyl.ActivationModelQuadraticBarrier(bounds),
-            crocoddyl.ResidualModelState(self.state, np.zeros(self.nx), self.nu))
+            self.state,
+            crocoddyl.ActivationModelQuadraticBarrier(bounds),
+            crocoddyl.ResidualModelState(self.state, np.zeros(self.nx), self.nu),
+        )
 
-    def running_costs(self, w: CostWeights, registry: list | None = None
-                      ) -> crocoddyl.CostModelSum:
+    def running_costs(self, w: CostWeights, registry: list | None = None) -> crocoddyl.CostModelSum:
         costs = crocoddyl.CostModelSum(self.state, self.nu)
         if w.ee_translation > 0:
             costs.addCost("ee_translation", self.ee_translation_cost(registry), w.ee_translation)
         if w.state_reg > 0:
-            costs.addCost("state_reg", self.state_reg_cost(w.state_reg_q, w.state_reg_v),
-                          w.state_reg)
+            costs.addCost(
+                "state_reg", self.state_reg_cost(w.state_reg_q, w.state_reg_v), w.state_reg
+            )
         if w.torque_reg > 0:
-            costs.addCost("torque_reg", crocoddyl.CostModelResidual(
-                self.state, crocoddyl.ResidualModelControlGrav(self.state, self.nu)), w.torque_reg)
+            costs.addCost(
+                "torque_reg",
+                crocoddyl.CostModelResidual(
+                    self.state, crocoddyl.ResidualModelControlGrav(self.state, self.nu)
+                ),
+                w.torque_reg,
+            )
         if w.ee_velocity > 0:
             costs.addCost("ee_velocity", self.ee_velocity_cost(), w.ee_velocity)
         if w.state_limits > 0:
             costs.addCost("state_limits", self.state_limits_cost(), w.state_limits)
         return costs
 
-    def differential(self, costs: crocoddyl.CostModelSum
-                     ) -> crocoddyl.DifferentialActionModelFreeFwdDynamics:
+    def differential(
+        self, costs: crocoddyl.CostModelSum
+    ) -> crocoddyl.DifferentialActionModelFreeFwdDynamics:
         dam = crocoddyl.DifferentialActionModelFreeFwdDynamics(self.state, self.actuation, costs)
         arm = self.spec.armature
         if np.any(np.asarray(arm) != 0):
             dam.armature = np.broadcast_to(np.asarray(arm, float), (self.robot.nq,)).copy()
         return dam
 
-    def integrate(self, dam: crocoddyl.DifferentialActionModelAbstract, dt: float
-                  ) -> crocoddyl.ActionModelAbstract:
+    def integrate(
+        self, dam: crocoddyl.DifferentialActionModelAbstract, dt: float
+    ) -> crocoddyl.ActionModelAbstract:
         return make_integrated(dam, self.spec.integrator, dt)
 
     # -- live changes between solves ---------------------------------------------------------------
@@ -185,8 +221,9 @@ class ReachingOCP:
             r.reference = self._target
         self.terminal.set_target(self._target)
 
-    def set_terminal(self, terminal: TerminalCost,
-                     model: crocoddyl.ActionModelAbstract | None = None) -> None:
+    def set_terminal(
+        self, terminal: TerminalCost, model: crocoddyl.ActionModelAbstract | None = None
+    ) -> None:
         """Swap the terminal knot's model between solves (``model`` if already built)."""
         terminal.set_target(self._target)
         self.problem.updateModel(self.T, model if model is not None else terminal.make_model(self))

@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import pinocchio as pin
 
-from sim.specs import RobotSpec
+from sim.errors import UrdfNotFound
+from sim.specs import RobotSpec, resolve_urdf
 
-from .errors import FrameNotFound, JointNotFound, ModelError
+from .config import Config
+from .errors import ConfigError, FrameNotFound, JointNotFound, ModelError
 
-__all__ = ["RobotModel", "EE_FRAME_NAME"]
+__all__ = ["EE_FRAME_NAME", "RobotModel", "build_robot"]
 
 EE_FRAME_NAME = "vmpc_ee"  # operational frame added at ee_frame + ee_offset
 
@@ -36,18 +38,27 @@ class RobotModel:
         self.model = pin.buildReducedModel(full, lock_ids, q_ref) if lock_ids else full
         m = self.model
         if m.nq != m.nv:
-            raise ModelError(f"robot '{spec.name}': only revolute and prismatic joints are "
-                             f"supported (nq={m.nq}, nv={m.nv})")
+            raise ModelError(
+                f"robot '{spec.name}': only revolute and prismatic joints are "
+                f"supported (nq={m.nq}, nv={m.nv})"
+            )
         if m.nq != len(spec.torque_limits):
-            raise ModelError(f"robot '{spec.name}' has {m.nq} actuated joints but torque_limits "
-                             f"lists {len(spec.torque_limits)}")
+            raise ModelError(
+                f"robot '{spec.name}' has {m.nq} actuated joints but torque_limits "
+                f"lists {len(spec.torque_limits)}"
+            )
         if not m.existFrame(spec.ee_frame):
             raise FrameNotFound(spec.ee_frame, [f.name for f in m.frames])
         parent = m.frames[m.getFrameId(spec.ee_frame)]
         offset = pin.SE3(np.eye(3), np.asarray(spec.ee_offset, dtype=float))
         self.ee_frame_id = m.addFrame(
-            pin.Frame(EE_FRAME_NAME, parent.parentJoint, m.getFrameId(spec.ee_frame),
-                      parent.placement * offset, pin.FrameType.OP_FRAME)
+            pin.Frame(
+                EE_FRAME_NAME,
+                parent.parentJoint,
+                m.getFrameId(spec.ee_frame),
+                parent.placement * offset,
+                pin.FrameType.OP_FRAME,
+            )
         )
         self.data = m.createData()
         self.nq = m.nq
@@ -78,8 +89,15 @@ class RobotModel:
         ee = m.frames[self.ee_frame_id]
         return origin, float(links + np.linalg.norm(ee.placement.translation))
 
-    def ik_position(self, target_world: np.ndarray, q_init: np.ndarray, *, tol_m: float = 1e-6,
-                    max_iter: int = 200, damping: float = 1e-4) -> np.ndarray | None:
+    def ik_position(
+        self,
+        target_world: np.ndarray,
+        q_init: np.ndarray,
+        *,
+        tol_m: float = 1e-6,
+        max_iter: int = 200,
+        damping: float = 1e-4,
+    ) -> np.ndarray | None:
         """A configuration inside the joint limits whose EE is at ``target_world`` (damped least
         squares from ``q_init``, position only), or None if it does not get within ``tol_m``."""
         m, d = self.model, self.data
@@ -99,6 +117,29 @@ class RobotModel:
         origin, radius = self.reach()
         dist = float(np.linalg.norm(np.asarray(target) - origin))
         if dist > radius:
-            raise ModelError(f"target {np.round(target, 3).tolist()} is unreachable for "
-                             f"'{self.spec.name}': {dist:.3f} m from its first joint, reach "
-                             f"{radius:.3f} m")
+            raise ModelError(
+                f"target {np.round(target, 3).tolist()} is unreachable for "
+                f"'{self.spec.name}': {dist:.3f} m from its first joint, reach "
+                f"{radius:.3f} m"
+            )
+
+
+def build_robot(cfg: Config) -> tuple[Path, RobotModel]:
+    """Resolve the URDF and build the Pinocchio model, mapping failures to config keys."""
+    try:
+        urdf = resolve_urdf(cfg.robot.urdf, cfg.base_dir)
+    except UrdfNotFound as exc:
+        raise ConfigError(cfg.source, "robot.urdf", str(exc)) from None
+    try:
+        robot = RobotModel(cfg.robot, urdf)
+    except FrameNotFound as exc:
+        raise ConfigError(cfg.source, "robot.ee_frame", str(exc)) from None
+    except JointNotFound as exc:
+        raise ConfigError(cfg.source, "robot.locked_joints", str(exc)) from None
+    except ModelError as exc:
+        raise ConfigError(cfg.source, "robot", str(exc)) from None
+    try:
+        robot.check_reachable(np.asarray(cfg.task.target))
+    except ModelError as exc:
+        raise ConfigError(cfg.source, "task.target", str(exc)) from None
+    return urdf, robot

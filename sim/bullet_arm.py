@@ -57,7 +57,10 @@ class BulletArm:
         pb.setGravity(*self.sim.gravity, physicsClientId=c)
         pb.setTimeStep(self.dt, physicsClientId=c)
         self.body = pb.loadURDF(
-            str(urdf_path), useFixedBase=True, flags=pb.URDF_USE_INERTIA_FROM_FILE, physicsClientId=c
+            str(urdf_path),
+            useFixedBase=True,
+            flags=pb.URDF_USE_INERTIA_FROM_FILE,
+            physicsClientId=c,
         )
 
         self.link_names: list[str] = []
@@ -81,8 +84,10 @@ class BulletArm:
                 self.joint_names.append(jname)
         unknown = set(robot.locked_joints) - set(joint_by_name)
         if unknown:
-            raise SimError(f"locked joint(s) {sorted(unknown)} not in the URDF; joints are: "
-                           f"{', '.join(joint_by_name)}")
+            raise SimError(
+                f"locked joint(s) {sorted(unknown)} not in the URDF; joints are: "
+                f"{', '.join(joint_by_name)}"
+            )
         self.nq = len(self.actuated)
         if self.nq != len(robot.torque_limits):
             raise SimError(
@@ -96,20 +101,34 @@ class BulletArm:
         # Match Pinocchio: no joint damping, no link damping, no hidden velocity motors.
         damping = self.mismatch.joint_damping or 0.0
         for j in range(pb.getNumJoints(self.body, physicsClientId=c)):
-            pb.changeDynamics(self.body, j, linearDamping=0.0, angularDamping=0.0,
-                              jointDamping=damping, physicsClientId=c)
+            pb.changeDynamics(
+                self.body,
+                j,
+                linearDamping=0.0,
+                angularDamping=0.0,
+                jointDamping=damping,
+                physicsClientId=c,
+            )
         pb.changeDynamics(self.body, -1, linearDamping=0.0, angularDamping=0.0, physicsClientId=c)
         if self.mismatch.payload_kg > 0:
             mass = pb.getDynamicsInfo(self.body, self.ee_link, physicsClientId=c)[0]
-            pb.changeDynamics(self.body, self.ee_link, mass=mass + self.mismatch.payload_kg,
-                              physicsClientId=c)
-        pb.setJointMotorControlArray(self.body, self.actuated, pb.VELOCITY_CONTROL,
-                                     forces=[0.0] * self.nq, physicsClientId=c)
+            pb.changeDynamics(
+                self.body, self.ee_link, mass=mass + self.mismatch.payload_kg, physicsClientId=c
+            )
+        pb.setJointMotorControlArray(
+            self.body, self.actuated, pb.VELOCITY_CONTROL, forces=[0.0] * self.nq, physicsClientId=c
+        )
         self._locked = locked
         for j, pos in locked.items():
             pb.resetJointState(self.body, j, pos, 0.0, physicsClientId=c)
-            pb.setJointMotorControl2(self.body, j, pb.POSITION_CONTROL, targetPosition=pos,
-                                     force=_HOLD_FORCE, physicsClientId=c)
+            pb.setJointMotorControl2(
+                self.body,
+                j,
+                pb.POSITION_CONTROL,
+                targetPosition=pos,
+                force=_HOLD_FORCE,
+                physicsClientId=c,
+            )
 
         self._rng = np.random.default_rng(self.mismatch.seed)
         self._marker: int | None = None
@@ -119,8 +138,13 @@ class BulletArm:
         self.steps = 0
         if gui:
             cam = self.sim.camera
-            pb.resetDebugVisualizerCamera(cam.get("distance", 1.8), cam.get("yaw", 50.0),
-                                          cam.get("pitch", -25.0), [0, 0, 0.4], physicsClientId=c)
+            pb.resetDebugVisualizerCamera(
+                cam.get("distance", 1.8),
+                cam.get("yaw", 50.0),
+                cam.get("pitch", -25.0),
+                [0, 0, 0.4],
+                physicsClientId=c,
+            )
         self.reset(np.asarray(robot.q0, dtype=float))
 
     # -- set-up ------------------------------------------------------------------------------------
@@ -165,8 +189,9 @@ class BulletArm:
 
     def link_point_world(self, link: int, offset_local: np.ndarray | None = None) -> np.ndarray:
         """World position [m] of a point fixed in a link's URDF frame."""
-        state = pb.getLinkState(self.body, link, computeForwardKinematics=True,
-                                physicsClientId=self._cid)
+        state = pb.getLinkState(
+            self.body, link, computeForwardKinematics=True, physicsClientId=self._cid
+        )
         pos = np.asarray(state[4])
         if offset_local is not None and offset_local.any():
             rot = np.asarray(pb.getMatrixFromQuaternion(state[5])).reshape(3, 3)
@@ -199,18 +224,24 @@ class BulletArm:
         if m.torque_noise_std > 0:
             applied += self._rng.normal(0.0, m.torque_noise_std, self.nq)
         if m.joint_friction > 0:
-            v = np.fromiter((s[1] for s in pb.getJointStates(self.body, self.actuated,
-                                                             physicsClientId=c)), float, self.nq)
+            v = np.fromiter(
+                (s[1] for s in pb.getJointStates(self.body, self.actuated, physicsClientId=c)),
+                float,
+                self.nq,
+            )
             applied -= m.joint_friction * np.clip(v / _FRICTION_VEL_EPS, -1.0, 1.0)
-        pb.setJointMotorControlArray(self.body, self.actuated, pb.TORQUE_CONTROL,
-                                     forces=applied.tolist(), physicsClientId=c)
+        pb.setJointMotorControlArray(
+            self.body, self.actuated, pb.TORQUE_CONTROL, forces=applied.tolist(), physicsClientId=c
+        )
         for link, force, torque in self._wrenches:
             point = self.link_point_world(link, self.ee_offset if link == self.ee_link else None)
-            pb.applyExternalForce(self.body, link, force.tolist(), point.tolist(), pb.WORLD_FRAME,
-                                  physicsClientId=c)
+            pb.applyExternalForce(
+                self.body, link, force.tolist(), point.tolist(), pb.WORLD_FRAME, physicsClientId=c
+            )
             if torque.any():
-                pb.applyExternalTorque(self.body, link, torque.tolist(), pb.WORLD_FRAME,
-                                       physicsClientId=c)
+                pb.applyExternalTorque(
+                    self.body, link, torque.tolist(), pb.WORLD_FRAME, physicsClientId=c
+                )
         pb.stepSimulation(physicsClientId=c)
         self.steps += 1
         self.time = self.steps * self.dt
@@ -227,8 +258,11 @@ class BulletArm:
         return full
 
     def _actuated_dofs(self) -> list[int]:
-        movable = [j for j in range(pb.getNumJoints(self.body, physicsClientId=self._cid))
-                   if j in self._locked or j in self.actuated]
+        movable = [
+            j
+            for j in range(pb.getNumJoints(self.body, physicsClientId=self._cid))
+            if j in self._locked or j in self.actuated
+        ]
         return [movable.index(j) for j in self.actuated]
 
     def gravity_torques(self, q: np.ndarray) -> np.ndarray:
@@ -240,7 +274,9 @@ class BulletArm:
 
     def mass_matrix(self, q: np.ndarray) -> np.ndarray:
         """Joint-space inertia [kg m^2] of the actuated joints, locked joints held rigid."""
-        m = np.asarray(pb.calculateMassMatrix(self.body, self._full_q(q), physicsClientId=self._cid))
+        m = np.asarray(
+            pb.calculateMassMatrix(self.body, self._full_q(q), physicsClientId=self._cid)
+        )
         idx = self._actuated_dofs()
         return m[np.ix_(idx, idx)]
 
@@ -248,22 +284,35 @@ class BulletArm:
         """A visual-only green sphere (no mass, no collision) at e.g. the EE target [m]."""
         c = self._cid
         if self._marker is None:
-            shape = pb.createVisualShape(pb.GEOM_SPHERE, radius=0.03, rgbaColor=[0.1, 0.8, 0.2, 0.8],
-                                         physicsClientId=c)
-            self._marker = pb.createMultiBody(baseMass=0.0, baseVisualShapeIndex=shape,
-                                              basePosition=list(position_world), physicsClientId=c)
+            shape = pb.createVisualShape(
+                pb.GEOM_SPHERE, radius=0.03, rgbaColor=[0.1, 0.8, 0.2, 0.8], physicsClientId=c
+            )
+            self._marker = pb.createMultiBody(
+                baseMass=0.0,
+                baseVisualShapeIndex=shape,
+                basePosition=list(position_world),
+                physicsClientId=c,
+            )
         else:
-            pb.resetBasePositionAndOrientation(self._marker, list(position_world), [0, 0, 0, 1],
-                                               physicsClientId=c)
+            pb.resetBasePositionAndOrientation(
+                self._marker, list(position_world), [0, 0, 0, 1], physicsClientId=c
+            )
 
     def render(self) -> np.ndarray:
         """An RGB frame (H, W, 3) from the headless tiny renderer."""
         w, h = self.sim.record_size
         cam = self.sim.camera
         view = pb.computeViewMatrixFromYawPitchRoll(
-            [0.15, 0.15, 0.35], cam.get("distance", 1.8), cam.get("yaw", 50.0), cam.get("pitch", -25.0),
-            0.0, 2, physicsClientId=self._cid)
+            [0.15, 0.15, 0.35],
+            cam.get("distance", 1.8),
+            cam.get("yaw", 50.0),
+            cam.get("pitch", -25.0),
+            0.0,
+            2,
+            physicsClientId=self._cid,
+        )
         proj = pb.computeProjectionMatrixFOV(60.0, w / h, 0.05, 10.0, physicsClientId=self._cid)
-        _, _, rgba, _, _ = pb.getCameraImage(w, h, view, proj, renderer=pb.ER_TINY_RENDERER,
-                                             physicsClientId=self._cid)
+        _, _, rgba, _, _ = pb.getCameraImage(
+            w, h, view, proj, renderer=pb.ER_TINY_RENDERER, physicsClientId=self._cid
+        )
         return np.asarray(rgba, dtype=np.uint8).reshape(h, w, 4)[:, :, :3]

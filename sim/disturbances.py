@@ -60,12 +60,14 @@ class Disturbances:
         self._stream_changed = False
 
     @classmethod
-    def from_spec(cls, spec: DisturbanceSpec, duration: float, link_index, default_link: int
-                  ) -> Disturbances:
+    def from_spec(
+        cls, spec: DisturbanceSpec, duration: float, link_index, default_link: int
+    ) -> Disturbances:
         def resolve(p: PushSpec) -> Push:
             link = default_link if p.link is None else link_index(p.link)
-            return Push(p.start, p.duration, link, np.asarray(p.force, float),
-                        np.asarray(p.torque, float))
+            return Push(
+                p.start, p.duration, link, np.asarray(p.force, float), np.asarray(p.torque, float)
+            )
 
         pushes = [resolve(p) for p in spec.schedule]
         rlink = default_link if spec.random.link is None else link_index(spec.random.link)

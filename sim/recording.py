@@ -47,8 +47,14 @@ class Recorder:
                 from PIL import Image
 
                 images = [Image.fromarray(f) for f in self.frames]
-                images[0].save(tmp, save_all=True, append_images=images[1:], loop=0,
-                               duration=int(round(1000.0 / self.fps)), optimize=False)
+                images[0].save(
+                    tmp,
+                    save_all=True,
+                    append_images=images[1:],
+                    loop=0,
+                    duration=int(round(1000.0 / self.fps)),
+                    optimize=False,
+                )
             else:
                 import imageio.v2 as imageio
 

@@ -62,7 +62,9 @@ class RobotSpec(Strict):
         if len(self.q0) != n:
             raise ValueError(f"q0 has {len(self.q0)} entries but torque_limits has {n}")
         if self.q_posture is not None and len(self.q_posture) != n:
-            raise ValueError(f"q_posture has {len(self.q_posture)} entries but torque_limits has {n}")
+            raise ValueError(
+                f"q_posture has {len(self.q_posture)} entries but torque_limits has {n}"
+            )
         return self
 
     @property
@@ -131,8 +133,12 @@ class MismatchSpec(Strict):
     @property
     def any(self) -> bool:
         return bool(
-            self.payload_kg or self.joint_damping or self.joint_friction
-            or self.torque_noise_std or self.q_noise_std or self.v_noise_std
+            self.payload_kg
+            or self.joint_damping
+            or self.joint_friction
+            or self.torque_noise_std
+            or self.q_noise_std
+            or self.v_noise_std
         )
 
 
@@ -149,4 +155,3 @@ def resolve_urdf(urdf: str, base_dir: Path | None = None) -> Path:
     if not path.is_file():
         raise UrdfNotFound(urdf, str(path))
     return path.resolve()
-

@@ -19,7 +19,9 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
-def random_configuration(rng: np.random.Generator, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+def random_configuration(
+    rng: np.random.Generator, lower: np.ndarray, upper: np.ndarray
+) -> np.ndarray:
     """Uniform within the inner 80% of the joint range, so no limit constraint is active."""
     lo, hi = np.maximum(lower, -3.0), np.minimum(upper, 3.0)
     margin = 0.1 * (hi - lo)

@@ -15,8 +15,13 @@ from .conftest import IIWA, ROOT
 
 
 def vmpc(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "mpc.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "vmpc", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def free_ports(n):
@@ -31,7 +36,7 @@ def free_ports(n):
 
 def run_main(capsys, *args):
     """A verb in-process (a subprocess per verb would mostly time Python's start-up)."""
-    from mpc.cli import main
+    from vmpc.cli import main
 
     code = main(list(args))
     out, err = capsys.readouterr()
@@ -46,8 +51,10 @@ def test_verbs_fail_cleanly_without_a_server(capsys):
     assert f"no reply from tcp://127.0.0.1:{port} within 0.3 s" in proc.stderr
     assert "Traceback" not in proc.stderr
     for args, words in [
-        (["perturb", "--force", "1", "0", "0", "--duration", "-1"],
-         "--duration must be a positive"),
+        (
+            ["perturb", "--force", "1", "0", "0", "--duration", "-1"],
+            "--duration must be a positive",
+        ),
         (["swap"], "either a PATH"),
         (["watch", "--client-key", "x.key_secret"], "both --client-key and --server-key"),
         (["target", "0", "0", "0", "--client-key", "a", "--server-key", "b"], "no such key file"),
@@ -65,11 +72,34 @@ def test_sim_with_bridge_and_every_verb(tmp_path, capsys):
     state, command, wrench = free_ports(3)
     out = tmp_path / "run"
     sim = subprocess.Popen(
-        [sys.executable, "-m", "mpc.cli", "sim", "--config", str(IIWA), "--bridge",
-         "--duration", "60", "--out", str(out), "--no-plots", "-q",
-         "--set", "disturbances.schedule=[]", "--set", f"bridge.state_port={state}",
-         "--set", f"bridge.command_port={command}", "--set", f"bridge.wrench_port={wrench}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "vmpc",
+            "sim",
+            "--config",
+            str(IIWA),
+            "--bridge",
+            "--duration",
+            "60",
+            "--out",
+            str(out),
+            "--no-plots",
+            "-q",
+            "--set",
+            "disturbances.schedule=[]",
+            "--set",
+            f"bridge.state_port={state}",
+            "--set",
+            f"bridge.command_port={command}",
+            "--set",
+            f"bridge.wrench_port={wrench}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     address = ["--address", f"127.0.0.1:{command}", "--timeout", "10"]
     try:
         status = vmpc("status", *address)  # the real entry point, once
@@ -89,12 +119,20 @@ def test_sim_with_bridge_and_every_verb(tmp_path, capsys):
         assert swap.returncode == 0 and "terminal is now quadratic" in swap.stdout, swap.stderr
         swap = run_main(capsys, "swap", "/etc/hosts", *address)
         assert swap.returncode == 2 and "allowed_dirs" in swap.stderr
-        stream = run_main(capsys, "stream-wrench", "--profile", "sine", "--amplitude", "5",
-                          "--duration", "0.3", *address)
+        stream = run_main(
+            capsys,
+            "stream-wrench",
+            "--profile",
+            "sine",
+            "--amplitude",
+            "5",
+            "--duration",
+            "0.3",
+            *address,
+        )
         assert stream.returncode == 0 and "streamed" in stream.stdout, stream.stderr
         time.sleep(1.5)  # let the target and the stream settle before the push
-        push = run_main(capsys, "perturb", "--force", "40", "0", "0", "--duration", "0.1",
-                        *address)
+        push = run_main(capsys, "perturb", "--force", "40", "0", "0", "--duration", "0.1", *address)
         assert push.returncode == 0 and "push [+40.000" in push.stdout, push.stderr
         time.sleep(2.0)  # the recovery takes ~0.7 s of (wallclock) sim time
     finally:

@@ -10,10 +10,17 @@ import sys
 
 import pytest
 
-from mpc.bridge import BridgeClient, BridgeServer, BridgeTimeout, ClientKeys, KeyFileError
-from mpc.bridge.keys import generate_keypair, load_allowed_clients, load_secret_key
+from mpc.bridge.client import BridgeClient, BridgeTimeout
+from mpc.bridge.keys import (
+    ClientKeys,
+    KeyFileError,
+    generate_keypair,
+    load_allowed_clients,
+    load_secret_key,
+)
+from mpc.bridge.server import BridgeServer
 from mpc.config import load_config
-from mpc.runner import ClosedLoop
+from mpc.loop import ClosedLoop
 
 from .conftest import IIWA, ROOT
 from .test_bridge_loop import PORTS, run_bridge
@@ -62,19 +69,28 @@ def test_bad_key_files_and_folders_fail_closed(keyring):
         with pytest.raises(KeyFileError, match=words):
             call()
     # A server whose key folder is bad refuses to start and leaves no socket bound.
-    for secret, clients in [(k / "server.key_secret", keyring / "empty"),
-                            (k / "server.key", k / "clients")]:
-        cfg = load_config(IIWA, ["run.duration=0.1", *PORTS,
-                                 f"bridge.curve={{server_secret_key: '{secret}', "
-                                 f"clients_dir: '{clients}'}}"])
+    for secret, clients in [
+        (k / "server.key_secret", keyring / "empty"),
+        (k / "server.key", k / "clients"),
+    ]:
+        cfg = load_config(
+            IIWA,
+            [
+                "run.duration=0.1",
+                *PORTS,
+                f"bridge.curve={{server_secret_key: '{secret}', clients_dir: '{clients}'}}",
+            ],
+        )
         with ClosedLoop(cfg) as loop, pytest.raises(KeyFileError):
             BridgeServer(loop)
 
 
 def test_only_allowed_clients_get_answers(keyring):
     k = keyring / "keys"
-    curve = (f"bridge.curve={{server_secret_key: '{k / 'server.key_secret'}', "
-             f"clients_dir: '{k / 'clients'}'}}")
+    curve = (
+        f"bridge.curve={{server_secret_key: '{k / 'server.key_secret'}', "
+        f"clients_dir: '{k / 'clients'}'}}"
+    )
     with run_bridge([curve], timeout_s=0.5) as rb:
         address = rb.server.endpoints["commands"]
         good = ClientKeys.load(k / "client.key_secret", k / "server.key")
@@ -89,8 +105,7 @@ def test_only_allowed_clients_get_answers(keyring):
                 c.status()
         # Right key pair, wrong idea of the server's key: the handshake fails too.
         wrong_server = ClientKeys.load(k / "client.key_secret", k / "client.key")
-        with BridgeClient(address, wrong_server, timeout_s=0.5) as c, \
-                pytest.raises(BridgeTimeout):
+        with BridgeClient(address, wrong_server, timeout_s=0.5) as c, pytest.raises(BridgeTimeout):
             c.status()
         assert rb.server.summary()["auth_denied"] >= 1
         # Only the allowed client's commands got in: its status, and the status calls with
@@ -99,13 +114,21 @@ def test_only_allowed_clients_get_answers(keyring):
 
 
 def test_keys_generate_cli(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mpc.cli", "keys", "generate", "bob", "--dir",
-                           str(tmp_path / "k")], capture_output=True, text=True, timeout=60,
-                          cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vmpc", "keys", "generate", "bob", "--dir", str(tmp_path / "k")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "k" / "bob.key").is_file() and (tmp_path / "k" / "bob.key_secret").is_file()
-    again = subprocess.run([sys.executable, "-m", "mpc.cli", "keys", "generate", "bob", "--dir",
-                            str(tmp_path / "k")], capture_output=True, text=True, timeout=60,
-                           cwd=ROOT)
+    again = subprocess.run(
+        [sys.executable, "-m", "vmpc", "keys", "generate", "bob", "--dir", str(tmp_path / "k")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert again.returncode == 2 and "exists already" in again.stderr
     assert "Traceback" not in again.stderr

@@ -11,9 +11,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mpc.bridge import BridgeClient, BridgeError, BridgeServer, BridgeTimeout, CommandRefused
+from mpc.bridge.client import BridgeClient, BridgeTimeout, CommandRefused
+from mpc.bridge.server import BridgeError, BridgeServer
 from mpc.config import load_config
-from mpc.runner import ClosedLoop
+from mpc.loop import ClosedLoop
 
 from .conftest import IIWA
 
@@ -34,8 +35,16 @@ class RunningBridge(SimpleNamespace):
 @contextmanager
 def run_bridge(sets=(), duration=60.0, timing="wallclock", timeout_s=15.0):
     """A closed loop with a bridge, running in a thread until the block ends."""
-    cfg = load_config(IIWA, [f"run.duration={duration}", f"mpc.timing={timing}",
-                             "disturbances.schedule=[]", *PORTS, *sets])
+    cfg = load_config(
+        IIWA,
+        [
+            f"run.duration={duration}",
+            f"mpc.timing={timing}",
+            "disturbances.schedule=[]",
+            *PORTS,
+            *sets,
+        ],
+    )
     loop = ClosedLoop(cfg)
     try:
         server = BridgeServer(loop).attach()
@@ -120,11 +129,13 @@ def test_round_trip_of_every_command():
 def test_push_moves_the_ee_and_the_recovery_is_in_the_summary():
     with run_bridge() as rb:
         c = rb.client
-        wait_state(c, lambda s: np.linalg.norm(np.subtract(s["ee"], s["target"])) < 0.005
-                   and s["t"] > 0.5)
+        wait_state(
+            c, lambda s: np.linalg.norm(np.subtract(s["ee"], s["target"])) < 0.005 and s["t"] > 0.5
+        )
         r = c.push([50.0, 0, 0], duration=0.1)
-        seen = wait_state(c, lambda s: s["disturbances"]
-                          and s["disturbances"][0]["source"] == "bridge")
+        seen = wait_state(
+            c, lambda s: s["disturbances"] and s["disturbances"][0]["source"] == "bridge"
+        )
         assert seen["disturbances"][0]["force"] == [50.0, 0.0, 0.0]
         moved = wait_state(c, lambda s: np.linalg.norm(np.subtract(s["ee"], s["target"])) > 0.02)
         assert moved["t"] < r["t"] + 0.5
@@ -203,8 +214,15 @@ def test_no_server_and_busy_port_fail_with_one_line():
     c.close()
     with run_bridge() as rb:
         port = rb.server.endpoints["commands"].rsplit(":", 1)[1]
-        cfg = load_config(IIWA, ["run.duration=0.1", f"bridge.command_port={port}",
-                                 "bridge.state_port=0", "bridge.wrench_port=0"])
+        cfg = load_config(
+            IIWA,
+            [
+                "run.duration=0.1",
+                f"bridge.command_port={port}",
+                "bridge.state_port=0",
+                "bridge.wrench_port=0",
+            ],
+        )
         with ClosedLoop(cfg) as loop:
             with pytest.raises(BridgeError, match=f"cannot listen on tcp://127.0.0.1:{port}"):
                 BridgeServer(loop)
@@ -214,8 +232,7 @@ def test_no_server_and_busy_port_fail_with_one_line():
 def test_model_swaps_through_the_bridge(tmp_path, monkeypatch):
     """A valid model goes live; a wrong-dimension one is refused while the old one keeps
     running."""
-    helpers = pytest.importorskip("tests.value_helpers",
-                                  reason="value models not available yet")
+    helpers = pytest.importorskip("tests.value_helpers", reason="value models not available yet")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()
     cfg = load_config(IIWA)

@@ -50,8 +50,15 @@ def frame(**fields):
 def test_every_command_parses(fields):
     cmd = parse_command(frame(id=7, **fields), MAX)
     assert cmd.cmd == fields["cmd"] and cmd.id == 7
-    assert set(COMMANDS) == {"push", "set_target", "swap_value", "clear_value", "status", "pause",
-                             "resume"}
+    assert set(COMMANDS) == {
+        "push",
+        "set_target",
+        "swap_value",
+        "clear_value",
+        "status",
+        "pause",
+        "resume",
+    }
 
 
 BAD = {
@@ -89,19 +96,22 @@ def test_other_schema_versions_are_refused(version):
         parse_command(encode(obj), MAX)
 
 
-@pytest.mark.parametrize("blob, words", [
-    (b"", "not a msgpack"),
-    (b"\xc1", "not a msgpack"),  # never used by msgpack
-    (encode({"version": 1, "cmd": "status"})[:-3], "not a msgpack"),  # truncated
-    (encode([1, 2, 3]), "must be a msgpack map"),
-    (encode(42), "must be a msgpack map"),
-    (msgpack.packb({1: 2}), "not a msgpack"),  # non-string keys (strict_map_key)
-    (encode({"version": 1, "cmd": "status"}) + b"\x00", "not a msgpack"),  # trailing bytes
-    (b"\x91" * 3000, "not a msgpack"),  # nested arrays deeper than the unpacker's stack
-    (b"\xdd\xff\xff\xff\xff", "not a msgpack"),  # an array header claiming 4 G elements
-    (b"\xc7\x01\x05x", "must be a msgpack map"),  # an ext type
-    (b"\x00" * (MAX + 1), "larger than the limit"),
-])
+@pytest.mark.parametrize(
+    "blob, words",
+    [
+        (b"", "not a msgpack"),
+        (b"\xc1", "not a msgpack"),  # never used by msgpack
+        (encode({"version": 1, "cmd": "status"})[:-3], "not a msgpack"),  # truncated
+        (encode([1, 2, 3]), "must be a msgpack map"),
+        (encode(42), "must be a msgpack map"),
+        (msgpack.packb({1: 2}), "not a msgpack"),  # non-string keys (strict_map_key)
+        (encode({"version": 1, "cmd": "status"}) + b"\x00", "not a msgpack"),  # trailing bytes
+        (b"\x91" * 3000, "not a msgpack"),  # nested arrays deeper than the unpacker's stack
+        (b"\xdd\xff\xff\xff\xff", "not a msgpack"),  # an array header claiming 4 G elements
+        (b"\xc7\x01\x05x", "must be a msgpack map"),  # an ext type
+        (b"\x00" * (MAX + 1), "larger than the limit"),
+    ],
+)
 def test_undecodable_frames_are_refused(blob, words):
     with pytest.raises(BadMessage, match=words):
         parse_command(blob, MAX)
@@ -123,10 +133,15 @@ def test_thousands_of_random_and_mutated_frames_only_ever_raise_bad_message(rng)
                 b[int(rng.integers(0, len(b)))] = int(rng.integers(0, 256))
             blob = bytes(b)
         else:
-            blob = encode({"version": 1, "cmd": str(rng.choice(list(COMMANDS))),
-                           "force": rng.normal(size=int(rng.integers(0, 5))).tolist(),
-                           "duration": float(rng.choice([0.1, -1.0, math.nan, 1e308])),
-                           "target": [float(x) for x in rng.normal(size=3)]})
+            blob = encode(
+                {
+                    "version": 1,
+                    "cmd": str(rng.choice(list(COMMANDS))),
+                    "force": rng.normal(size=int(rng.integers(0, 5))).tolist(),
+                    "duration": float(rng.choice([0.1, -1.0, math.nan, 1e308])),
+                    "target": [float(x) for x in rng.normal(size=3)],
+                }
+            )
         try:
             cmd = parse_command(blob, MAX)
         except BadMessage as exc:
@@ -144,10 +159,12 @@ def test_thousands_of_random_and_mutated_frames_only_ever_raise_bad_message(rng)
 def test_wrench_samples():
     s = parse_wrench(encode({"version": 1, "t": 12.5, "force": [1, 2, 3]}), MAX)
     assert s.force == [1.0, 2.0, 3.0] and s.torque == [0.0, 0.0, 0.0] and s.link is None
-    for bad in ({"version": 1, "force": [1, 2, 3]},  # no timestamp
-                {"version": 1, "t": 0.0, "force": [1, 2, math.nan]},
-                {"version": 1, "t": 0.0, "force": [1, 2, 3], "cmd": "push"},
-                {"version": 2, "t": 0.0, "force": [1, 2, 3]}):
+    for bad in (
+        {"version": 1, "force": [1, 2, 3]},  # no timestamp
+        {"version": 1, "t": 0.0, "force": [1, 2, math.nan]},
+        {"version": 1, "t": 0.0, "force": [1, 2, 3], "cmd": "push"},
+        {"version": 2, "t": 0.0, "force": [1, 2, 3]},
+    ):
         with pytest.raises(BadMessage):
             parse_wrench(encode(bad), MAX)
     assert check_wrench([3, 4, 0], [0, 0, 0], 5.0, 1.0) is None

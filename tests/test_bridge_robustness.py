@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 import zmq
 
-from mpc.bridge import BridgeClient
+from mpc.bridge.client import BridgeClient
 from mpc.bridge.messages import encode
 
 from .test_bridge_loop import run_bridge
@@ -134,28 +134,33 @@ class Watchdog:
             self.solve_ms.append(loop.controller.last_report.solve_ms)
         self._last = now
         target = loop.target
-        if not (np.all(np.isfinite(target)) and np.all(target >= self.lo)
-                and np.all(target <= self.hi)):
+        if not (
+            np.all(np.isfinite(target)) and np.all(target >= self.lo) and np.all(target <= self.hi)
+        ):
             self.violations.append(f"t={t}: target {target}")
         for p in loop.disturbances.active:
             if p.source == "bridge" and not math.isclose(np.linalg.norm(p.force), VALID_FORCE):
                 self.violations.append(f"t={t}: push {p.force}")
         s = loop.disturbances.stream
-        if s is not None and not (np.all(np.isfinite(s[1]))
-                                  and np.linalg.norm(s[1]) <= self.lim.max_force_n):
+        if s is not None and not (
+            np.all(np.isfinite(s[1])) and np.linalg.norm(s[1]) <= self.lim.max_force_n
+        ):
             self.violations.append(f"t={t}: stream {s[1]}")
 
     def rates(self, t0: float, t1: float) -> tuple[float, float]:
         """(deadline-miss rate, rate of ticks more than 2 ms late) in sim window [t0, t1)."""
         t = np.asarray(self.t)
         sel = (t >= t0) & (t < t1)
-        return (float(np.mean(np.asarray(self.solve_ms)[sel] > 1.0)),
-                float(np.mean(np.asarray(self.gap_ms)[sel] > 2.0)))
+        return (
+            float(np.mean(np.asarray(self.solve_ms)[sel] > 1.0)),
+            float(np.mean(np.asarray(self.gap_ms)[sel] > 2.0)),
+        )
 
 
 def test_malformed_frames_and_a_rate_flood_change_nothing_they_should_not():
-    with run_bridge(["bridge.messages_per_tick=4", "bridge.command_rate_hz=200",
-                     "bridge.command_burst=50"]) as rb:
+    with run_bridge(
+        ["bridge.messages_per_tick=4", "bridge.command_rate_hz=200", "bridge.command_burst=50"]
+    ) as rb:
         dog = Watchdog(rb.loop)
         rb.loop.tick_hooks.insert(0, dog)
         hook_cpu_us: list[float] = []  # the bridge's own work, in CPU time: preemption by
@@ -172,18 +177,29 @@ def test_malformed_frames_and_a_rate_flood_change_nothing_they_should_not():
         t_quiet = c.status()["sim_time"]
         time.sleep(1.0)  # a quiet window, and one with the same traffic aimed elsewhere
         t_dry = c.status()["sim_time"]
-        dry = subprocess.run([sys.executable, "-c", FLOODER, "dry", ""], capture_output=True,
-                             text=True, timeout=60)
+        dry = subprocess.run(
+            [sys.executable, "-c", FLOODER, "dry", ""], capture_output=True, text=True, timeout=60
+        )
         assert dry.returncode == 0, dry.stderr
         rss0 = rss_mb()
         t_flood = c.status()["sim_time"]
-        flood = subprocess.run([sys.executable, "-c", FLOODER, rb.server.endpoints["commands"],
-                                rb.server.endpoints["wrench"]], capture_output=True, text=True,
-                               timeout=60)
+        flood = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                FLOODER,
+                rb.server.endpoints["commands"],
+                rb.server.endpoints["wrench"],
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert flood.returncode == 0, flood.stderr
         t_end = c.status()["sim_time"]
-        dry = subprocess.run([sys.executable, "-c", FLOODER, "dry", ""], capture_output=True,
-                             text=True, timeout=60)
+        dry = subprocess.run(
+            [sys.executable, "-c", FLOODER, "dry", ""], capture_output=True, text=True, timeout=60
+        )
         t_dry2 = c.status()["sim_time"]
         busy = max(busy, os.getloadavg()[0])
         # A peer sending a frame far above the size limit is cut off by libzmq itself, unread.
@@ -213,14 +229,15 @@ def test_malformed_frames_and_a_rate_flood_change_nothing_they_should_not():
     # Deadline misses (and ticks more than 2 ms late) while the bridge is flooded are no more
     # frequent than with no traffic, or with the same sender loading the machine but aiming at
     # a stand-in: on 2 cores the sender's own CPU use is not the bridge's doing.
-    windows = [dog.rates(t_quiet + 0.2, t_dry), dog.rates(t_dry, t_flood),
-               dog.rates(t_end, t_dry2)]
+    windows = [dog.rates(t_quiet + 0.2, t_dry), dog.rates(t_dry, t_flood), dog.rates(t_end, t_dry2)]
     flooded = dog.rates(t_flood, t_end)
     slack = 0.03
     if busy > (os.cpu_count() or 1):  # others load the machine: windows differ by their noise
         slack = 0.15
-        warnings.warn(f"machine busy (load {busy:.1f}): rates compared with slack {slack}: "
-                      f"flooded {flooded}, without bridge traffic {windows}")
+        warnings.warn(
+            f"machine busy (load {busy:.1f}): rates compared with slack {slack}: "
+            f"flooded {flooded}, without bridge traffic {windows}"
+        )
     for i, what in enumerate(["deadline-miss rate", "late-tick rate"]):
         worst = max(w[i] for w in windows)
         assert flooded[i] <= worst + slack, (what, windows, flooded)

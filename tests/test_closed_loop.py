@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mpc.config import load_config
-from mpc.runner import ClosedLoop
+from mpc.loop import ClosedLoop
 
 from .conftest import IIWA, PANDA
 
@@ -44,7 +44,7 @@ def test_recovers_from_50N_push_within_1_s(demo_run):
 
 @pytest.mark.slow
 def test_summary_has_the_contract_keys(demo_run):
-    from mpc.summary import SUMMARY_KEYS
+    from mpc.loop.summary import SUMMARY_KEYS
 
     _, _, result = demo_run
     assert set(SUMMARY_KEYS) <= set(result.summary)
@@ -52,11 +52,19 @@ def test_summary_has_the_contract_keys(demo_run):
 
 
 def _short_noisy_run(seed):
-    cfg = load_config(IIWA, [
-        "run.duration=0.6", f"run.seed={seed}", "disturbances.random.enabled=true",
-        "disturbances.random.rate_hz=20", "disturbances.random.start_after=0.05",
-        "mismatch.torque_noise_std=0.5", "mismatch.q_noise_std=1e-4", "mismatch.v_noise_std=1e-3",
-    ])
+    cfg = load_config(
+        IIWA,
+        [
+            "run.duration=0.6",
+            f"run.seed={seed}",
+            "disturbances.random.enabled=true",
+            "disturbances.random.rate_hz=20",
+            "disturbances.random.start_after=0.05",
+            "mismatch.torque_noise_std=0.5",
+            "mismatch.q_noise_std=1e-4",
+            "mismatch.v_noise_std=1e-3",
+        ],
+    )
     with ClosedLoop(cfg) as loop:
         return loop.run(progress=False)
 

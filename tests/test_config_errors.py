@@ -9,7 +9,7 @@ import yaml
 
 from mpc.config import load_config
 from mpc.errors import ConfigError
-from mpc.runner import ClosedLoop
+from mpc.loop import ClosedLoop
 
 from .conftest import IIWA
 
@@ -25,15 +25,39 @@ def write_variant(tmp_path: Path, edit) -> Path:
 CASES = {
     "unknown key": (lambda r: r["ocp"].update(horizn=10), "ocp.horizn: unknown key"),
     "wrong type": (lambda r: r["ocp"].update(dt="fast"), "ocp.dt:"),
-    "horizon zero": (lambda r: r["ocp"].update(horizon=0), "ocp.horizon: Input should be greater than 0"),
-    "missing urdf": (lambda r: r["robot"].update(urdf="nowhere/robot.urdf"), "robot.urdf: URDF 'nowhere/robot.urdf' not found"),
-    "unknown frame": (lambda r: r["robot"].update(ee_frame="flange"), "robot.ee_frame: frame 'flange' not in the robot model"),
-    "unreachable target": (lambda r: r["task"].update(target=[0.9, 0.9, 1.2]), "task.target: target [0.9, 0.9, 1.2] is unreachable"),
-    "target outside workspace": (lambda r: r["task"].update(target=[2.0, 0.0, 0.5]), "task: target [2.0, 0.0, 0.5] is outside the workspace"),
-    "wrong torque limit count": (lambda r: r["robot"].update(torque_limits=[1, 2, 3]), "robot: q0 has 7 entries but torque_limits has 3"),
+    "horizon zero": (
+        lambda r: r["ocp"].update(horizon=0),
+        "ocp.horizon: Input should be greater than 0",
+    ),
+    "missing urdf": (
+        lambda r: r["robot"].update(urdf="nowhere/robot.urdf"),
+        "robot.urdf: URDF 'nowhere/robot.urdf' not found",
+    ),
+    "unknown frame": (
+        lambda r: r["robot"].update(ee_frame="flange"),
+        "robot.ee_frame: frame 'flange' not in the robot model",
+    ),
+    "unreachable target": (
+        lambda r: r["task"].update(target=[0.9, 0.9, 1.2]),
+        "task.target: target [0.9, 0.9, 1.2] is unreachable",
+    ),
+    "target outside workspace": (
+        lambda r: r["task"].update(target=[2.0, 0.0, 0.5]),
+        "task: target [2.0, 0.0, 0.5] is outside the workspace",
+    ),
+    "wrong torque limit count": (
+        lambda r: r["robot"].update(torque_limits=[1, 2, 3]),
+        "robot: q0 has 7 entries but torque_limits has 3",
+    ),
     "nan": (lambda r: r["ocp"].update(dt=float("nan")), "ocp.dt:"),
-    "unknown terminal": (lambda r: r["ocp"]["terminal"].update(kind="cubic"), "ocp.terminal.kind: 'cubic' is not 'none', 'quadratic' or the path of a value model"),
-    "unknown push link": (lambda r: r["disturbances"]["schedule"][0].update(link="elbow"), "disturbances: link 'elbow' not in the URDF"),
+    "unknown terminal": (
+        lambda r: r["ocp"]["terminal"].update(kind="cubic"),
+        "ocp.terminal.kind: 'cubic' is not 'none', 'quadratic' or the path of a value model",
+    ),
+    "unknown push link": (
+        lambda r: r["disturbances"]["schedule"][0].update(link="elbow"),
+        "disturbances: link 'elbow' not in the URDF",
+    ),
 }
 
 
@@ -49,12 +73,15 @@ def test_bad_config_names_file_and_key(case, tmp_path):
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("assignment, expected", [
-    ("ocp.nope=3", "--set ocp.nope: ocp.nope: unknown key"),
-    ("ocp.horizon=-1", "--set ocp.horizon: ocp.horizon: Input should be greater than 0"),
-    ("robot.q0.9=1", "--set: robot.q0.9: '9' is not an index of a 7-list"),
-    ("ocp.horizon", "--set: ocp.horizon: expected key.sub=value"),
-])
+@pytest.mark.parametrize(
+    "assignment, expected",
+    [
+        ("ocp.nope=3", "--set ocp.nope: ocp.nope: unknown key"),
+        ("ocp.horizon=-1", "--set ocp.horizon: ocp.horizon: Input should be greater than 0"),
+        ("robot.q0.9=1", "--set: robot.q0.9: '9' is not an index of a 7-list"),
+        ("ocp.horizon", "--set: ocp.horizon: expected key.sub=value"),
+    ],
+)
 def test_bad_set_override(assignment, expected):
     with pytest.raises(ConfigError) as info:
         load_config(IIWA, [assignment])
@@ -77,8 +104,12 @@ def test_missing_and_unparsable_files(tmp_path):
 
 def test_cli_reports_one_line_and_exit_2(tmp_path):
     path = write_variant(tmp_path, lambda r: r["ocp"].update(horizon=0))
-    proc = subprocess.run([sys.executable, "-m", "mpc.cli", "sim", "--config", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vmpc", "sim", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "pybullet build" not in ln]
     assert lines == [f"vmpc: error: {path}: ocp.horizon: Input should be greater than 0"]

@@ -5,7 +5,7 @@ import pytest
 
 from mpc.config import load_config
 from mpc.controller import SolveStatus
-from mpc.runner import ClosedLoop
+from mpc.loop import ClosedLoop
 
 from .conftest import IIWA
 
@@ -82,7 +82,9 @@ def test_fallback_is_gravity_compensation_with_damping():
         tau = np.zeros(robot.nq)
         ctrl.control(np.concatenate([q, v]), 0.0, tau)
         expected = robot.gravity_torques(q) - cfg.mpc.failure.fallback_damping * v
-        np.testing.assert_allclose(tau, np.clip(expected, -robot.torque_limits, robot.torque_limits))
+        np.testing.assert_allclose(
+            tau, np.clip(expected, -robot.torque_limits, robot.torque_limits)
+        )
 
 
 def test_torques_are_clamped_and_counted():

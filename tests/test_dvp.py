@@ -14,8 +14,15 @@ import pytest
 import yaml
 
 from learning.dvp import train_dvp
-from learning.dvp_config import load_dvp_config
-from learning.systems import ArmSpec, CartpoleSpec, PendulumSpec, UnicycleSpec, ZeroTerminal, make_system
+from learning.dvp.config import load_dvp_config
+from learning.dvp.systems import (
+    ArmSpec,
+    CartpoleSpec,
+    PendulumSpec,
+    UnicycleSpec,
+    ZeroTerminal,
+    make_system,
+)
 from mpc.errors import ConfigError, VmpcError
 
 from .conftest import IIWA, ROOT
@@ -54,8 +61,11 @@ def run_files(out: Path) -> dict[str, np.ndarray]:
     return files
 
 
-@pytest.mark.parametrize("spec", [PendulumSpec(), CartpoleSpec(), UnicycleSpec(),
-                                  ArmSpec(config=str(IIWA))], ids=lambda s: s.kind)
+@pytest.mark.parametrize(
+    "spec",
+    [PendulumSpec(), CartpoleSpec(), UnicycleSpec(), ArmSpec(config=str(IIWA))],
+    ids=lambda s: s.kind,
+)
 def test_value_gradient_targets_match_finite_differences(spec):
     system = make_system(spec)
     row = system.sample(1, np.random.default_rng(3))[0]
@@ -69,8 +79,10 @@ def test_value_gradient_targets_match_finite_differences(spec):
         plus, minus = row.copy(), row.copy()
         plus[i] += eps
         minus[i] -= eps
-        fd[i] = (system.solve(plus, 10, "none", make, 1, 500).value[0]
-                 - system.solve(minus, 10, "none", make, 1, 500).value[0]) / (2 * eps)
+        fd[i] = (
+            system.solve(plus, 10, "none", make, 1, 500).value[0]
+            - system.solve(minus, 10, "none", make, 1, 500).value[0]
+        ) / (2 * eps)
     np.testing.assert_allclose(out.grad_x[0], fd, rtol=2e-2, atol=2e-3)
 
 
@@ -120,10 +132,10 @@ def test_arm_goal_anchors_are_at_rest_on_the_target_where_the_running_cost_vanis
     problem, _ = system.problem(1, "none", lambda: ZeroTerminal(system.state, system.nu))
     model, data = problem.runningModels[0], problem.runningDatas[0]
     for z in anchors:
-        target = z[2 * nq:] if conditioned else np.asarray(system.cfg.task.target)
-        system._set_task(1, z[2 * nq:])
+        target = z[2 * nq :] if conditioned else np.asarray(system.cfg.task.target)
+        system._set_task(1, z[2 * nq :])
         assert np.linalg.norm(system.robot.ee_position_world(z[:nq]) - target) < 1e-5
-        np.testing.assert_array_equal(z[nq:2 * nq], 0.0)
+        np.testing.assert_array_equal(z[nq : 2 * nq], 0.0)
         model.calc(data, z[: 2 * nq], system.robot.gravity_torques(z[:nq]))
         assert data.cost < 1e-9  # so V = 0 and dV/dx = 0 there
 
@@ -142,10 +154,21 @@ def test_same_seed_same_dataset_on_one_or_two_workers_and_after_kill_resume(tmp_
 
     # kill -9 after the first checkpoint, then --resume: the same files, nothing duplicated.
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "mpc.cli", "train", "dvp", "--config", str(tmp_path / "a.yaml"),
-           "--out", str(out), "-q"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "vmpc",
+        "train",
+        "dvp",
+        "--config",
+        str(tmp_path / "a.yaml"),
+        "--out",
+        str(out),
+        "-q",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         state = out / "state.json"
@@ -156,8 +179,9 @@ def test_same_seed_same_dataset_on_one_or_two_workers_and_after_kill_resume(tmp_
     proc.wait(timeout=30)
     done = json.loads((out / "state.json").read_text())["completed"]
     assert 1 <= done < 3, "the kill should land mid-run"
-    resumed = subprocess.run(cmd + ["--resume"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=300)
+    resumed = subprocess.run(
+        cmd + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     got = run_files(out)
     assert got.keys() == ref.keys()
@@ -173,8 +197,11 @@ def test_ray_executor_gives_the_same_dataset(tmp_path):
     pytest.importorskip("ray")
     cfg = load_dvp_config(write_cfg(tmp_path / "a.yaml", dvp={"iterations": 1}))
     train_dvp(cfg, tmp_path / "local", progress=False, log=lambda *_: None)
-    ray_cfg = load_dvp_config(write_cfg(tmp_path / "r.yaml", dvp={"iterations": 1},
-                                        executor={"kind": "ray", "workers": 2}))
+    ray_cfg = load_dvp_config(
+        write_cfg(
+            tmp_path / "r.yaml", dvp={"iterations": 1}, executor={"kind": "ray", "workers": 2}
+        )
+    )
     train_dvp(ray_cfg, tmp_path / "ray", progress=False, log=lambda *_: None)
     a, b = run_files(tmp_path / "local"), run_files(tmp_path / "ray")
     assert a.keys() == b.keys()
@@ -191,11 +218,14 @@ def test_existing_run_needs_resume(tmp_path):
         train_dvp(cfg, out, progress=False)
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"system": {"kind": "acrobot"}}, "system.kind: unknown system 'acrobot'"),
-    ({"dvp": {"horizon": 0}}, "dvp.horizon: Input should be greater than or equal to 1"),
-    ({"dvp": {"horizn": 3}}, "dvp.horizn: unknown key"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"system": {"kind": "acrobot"}}, "system.kind: unknown system 'acrobot'"),
+        ({"dvp": {"horizon": 0}}, "dvp.horizon: Input should be greater than or equal to 1"),
+        ({"dvp": {"horizn": 3}}, "dvp.horizn: unknown key"),
+    ],
+)
 def test_bad_config_is_one_clear_line(tmp_path, changes, message):
     with pytest.raises(ConfigError) as info:
         load_dvp_config(write_cfg(tmp_path / "a.yaml", **changes))
@@ -203,32 +233,40 @@ def test_bad_config_is_one_clear_line(tmp_path, changes, message):
 
 
 def test_sampling_box_outside_joint_limits_is_refused():
-    with pytest.raises(VmpcError, match="q_spread: the sampling box .* leaves the joint limits "
-                                        "of lbr_iiwa_joint_6"):
+    with pytest.raises(
+        VmpcError, match="q_spread: the sampling box .* leaves the joint limits of lbr_iiwa_joint_6"
+    ):
         make_system(ArmSpec(config=str(IIWA), q_spread=0.8))
 
 
 def test_target_box_must_lie_in_the_workspace_and_bounds_the_sampled_targets():
     with pytest.raises(VmpcError, match="system.target_box: .* leaves the config's task.workspace"):
-        make_system(ArmSpec(config=str(IIWA), conditioned=True,
-                            target_box=((0.3, -0.5, 0.2), (0.75, 0.5, 5.0))))
+        make_system(
+            ArmSpec(
+                config=str(IIWA), conditioned=True, target_box=((0.3, -0.5, 0.2), (0.75, 0.5, 5.0))
+            )
+        )
     box = ((0.3, -0.5, 0.2), (0.75, 0.5, 0.8))
     system = make_system(ArmSpec(config=str(IIWA), conditioned=True, target_box=box))
-    targets = system.sample(20, np.random.default_rng(0))[:, 2 * system.robot.nq:]
+    targets = system.sample(20, np.random.default_rng(0))[:, 2 * system.robot.nq :]
     assert (targets >= box[0]).all() and (targets <= box[1]).all()
     assert system.task_box() == ([0.3, -0.5, 0.2], [0.75, 0.5, 0.8])
 
 
 @pytest.mark.slow
 def test_conditioned_arm_run_records_its_target_box(tmp_path):
-    from mpc.value_model import TARGET_PARAMS, read_metadata
+    from mpc.value.artifact import TARGET_PARAMS, read_metadata
 
     box = [[0.3, -0.5, 0.2], [0.75, 0.5, 0.8]]
-    cfg = load_dvp_config(write_cfg(
-        tmp_path / "a.yaml", system={"kind": "arm", "config": str(IIWA), "conditioned": True,
-                                     "target_box": box},
-        dvp={"iterations": 1, "samples": 4, "horizon": 5},
-        validation={"samples": 2, "horizon_factor": 2}, executor={"workers": 1, "chunk": 2}))
+    cfg = load_dvp_config(
+        write_cfg(
+            tmp_path / "a.yaml",
+            system={"kind": "arm", "config": str(IIWA), "conditioned": True, "target_box": box},
+            dvp={"iterations": 1, "samples": 4, "horizon": 5},
+            validation={"samples": 2, "horizon_factor": 2},
+            executor={"workers": 1, "chunk": 2},
+        )
+    )
     result = train_dvp(cfg, tmp_path / "run", progress=False, log=lambda *_: None)
     meta = read_metadata(result.artifact)
     assert meta.task_params == list(TARGET_PARAMS)
@@ -238,8 +276,12 @@ def test_conditioned_arm_run_records_its_target_box(tmp_path):
 
 
 def test_arm_whose_cost_does_not_vanish_at_the_goal_is_refused(tmp_path):
-    cfg = load_dvp_config(write_cfg(tmp_path / "a.yaml", system={
-        "kind": "arm", "config": str(IIWA), "set": ["ocp.costs.state_reg_q=1.0"]}))
+    cfg = load_dvp_config(
+        write_cfg(
+            tmp_path / "a.yaml",
+            system={"kind": "arm", "config": str(IIWA), "set": ["ocp.costs.state_reg_q=1.0"]},
+        )
+    )
     with pytest.raises(VmpcError, match="grows without bound"):
         train_dvp(cfg, tmp_path / "run", progress=False)
 
@@ -256,38 +298,99 @@ def test_executor_that_cannot_start(tmp_path, monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
     cfg = load_dvp_config(write_cfg(tmp_path / "a.yaml", executor={"kind": "ray"}))
-    with pytest.raises(VmpcError, match=r"executor 'ray' needs Ray: pip install 'value-mpc\[ray\]'"):
+    with pytest.raises(
+        VmpcError, match=r"executor 'ray' needs Ray: pip install 'value-mpc\[ray\]'"
+    ):
         train_dvp(cfg, tmp_path / "run", progress=False)
 
 
 def test_cli_train_dvp_smoke(tmp_path):
     cfg = write_cfg(tmp_path / "a.yaml", dvp={"iterations": 1})
-    proc = subprocess.run([sys.executable, "-m", "mpc.cli", "train", "dvp", "--config", str(cfg),
-                           "--out", str(tmp_path / "run"), "-q"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vmpc",
+            "train",
+            "dvp",
+            "--config",
+            str(cfg),
+            "--out",
+            str(tmp_path / "run"),
+            "-q",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "vmpc train dvp: pendulum, 1 iterations" in proc.stdout
     for name in ("config.yaml", "metrics.csv", "convergence.png", "value.pt", "value_map.png"):
         assert (tmp_path / "run" / name).exists(), name
-    bad = subprocess.run([sys.executable, "-m", "mpc.cli", "train", "dvp", "--config",
-                          str(tmp_path / "nope.yaml")], cwd=ROOT, capture_output=True, text=True,
-                         timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "vmpc", "train", "dvp", "--config", str(tmp_path / "nope.yaml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "nope.yaml: file not found" in bad.stderr
 
 
 def test_bench_sobolev_and_dvp_throughput_smoke(tmp_path):
     cfg = write_cfg(tmp_path / "a.yaml")
-    sob = subprocess.run([sys.executable, "-m", "mpc.cli", "bench", "sobolev", "--config", str(cfg),
-                          "--sizes", "20", "40", "--steps", "10", "--out", str(tmp_path), "-q"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    sob = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vmpc",
+            "bench",
+            "sobolev",
+            "--config",
+            str(cfg),
+            "--sizes",
+            "20",
+            "40",
+            "--steps",
+            "10",
+            "--out",
+            str(tmp_path),
+            "-q",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert sob.returncode == 0, sob.stderr
     data = json.loads((tmp_path / "bench_sobolev_pendulum.json").read_text())
     assert [r["samples"] for r in data["rows"]] == [20, 40]
     assert all(0 < r["sobolev"] and 0 < r["plain"] for r in data["rows"])
-    thr = subprocess.run([sys.executable, "-m", "mpc.cli", "bench", "dvp", "--config", str(cfg),
-                          "--samples", "8", "--executors", "local", "--workers", "1", "2",
-                          "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+    thr = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vmpc",
+            "bench",
+            "dvp",
+            "--config",
+            str(cfg),
+            "--samples",
+            "8",
+            "--executors",
+            "local",
+            "--workers",
+            "1",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert thr.returncode == 0, thr.stderr
     rows = json.loads((tmp_path / "bench_dvp_pendulum.json").read_text())["rows"]
     assert [r["workers"] for r in rows] == [1, 2] and all(r["ok"] == 8 for r in rows)

@@ -10,28 +10,60 @@ import yaml
 
 from mpc.config import load_config
 from mpc.errors import VmpcError
-from mpc.eval_horizons import _yaml_float, aggregate, draw_episodes, parse_controllers
-from mpc.runner import build_robot
+from mpc.robot_model import build_robot
+from vmpc.studies.horizons import _yaml_float, aggregate, draw_episodes, parse_controllers
 
 from .conftest import IIWA
 from .value_helpers import make_artifact
 
 # Trajectories are lockstep-deterministic; solve times are not, so only these are compared.
-DETERMINISTIC = ("closed_loop_cost", "cost_ratio", "ee_error_final_m", "ee_error_max_m",
-                 "settle_time_s", "recovery_time_s", "peak_deviation_m", "replans",
-                 "solver_failures", "fallback_entries")
+DETERMINISTIC = (
+    "closed_loop_cost",
+    "cost_ratio",
+    "ee_error_final_m",
+    "ee_error_max_m",
+    "settle_time_s",
+    "recovery_time_s",
+    "peak_deviation_m",
+    "replans",
+    "solver_failures",
+    "fallback_entries",
+)
 
 
 def vmpc(*args, cwd, timeout=180):
-    return subprocess.run([sys.executable, "-m", "mpc.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "vmpc", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
 
 
 def _study(tmp_path, out, workers):
-    return vmpc("eval", "horizons", "--config", str(IIWA), "--value", "models/v.pt",
-                "--starts", "2", "--duration", "0.3", "--controllers", "T10-learned",
-                "T10-quadratic", "T20-quadratic", "--workers", str(workers), "--out", out, "-q",
-                cwd=tmp_path)
+    return vmpc(
+        "eval",
+        "horizons",
+        "--config",
+        str(IIWA),
+        "--value",
+        "models/v.pt",
+        "--starts",
+        "2",
+        "--duration",
+        "0.3",
+        "--controllers",
+        "T10-learned",
+        "T10-quadratic",
+        "T20-quadratic",
+        "--workers",
+        str(workers),
+        "--out",
+        out,
+        "-q",
+        cwd=tmp_path,
+    )
 
 
 def test_study_end_to_end_and_workers_agree(tmp_path):
@@ -52,7 +84,7 @@ def test_study_end_to_end_and_workers_agree(tmp_path):
         assert r["replans"] == 30  # 0.3 s at 1 kHz, every 10 steps
         if r["controller"] == "T20-quadratic":
             assert r["cost_ratio"] == 1.0
-        assert (r["recovery_time_s"] is None or r["variant"] == "push")
+        assert r["recovery_time_s"] is None or r["variant"] == "push"
     assert set(res["aggregates"]) == {"no_push", "push"}
     assert res["aggregates"]["push"]["T20-quadratic"]["speedup_vs_reference"] == 1.0
     assert (tmp_path / "one/horizons.csv").read_text().startswith("variant,controller,runs,")
@@ -61,22 +93,39 @@ def test_study_end_to_end_and_workers_agree(tmp_path):
     assert two.returncode == 0, two.stderr
     res2 = json.loads((tmp_path / "two/horizons.json").read_text())
     assert res2["episodes"] == res["episodes"]
-    assert [(r["episode"], r["variant"], r["controller"]) for r in res2["runs"]] == \
-           [(r["episode"], r["variant"], r["controller"]) for r in res["runs"]]
-    for a, b in zip(res["runs"], res2["runs"]):
+    assert [(r["episode"], r["variant"], r["controller"]) for r in res2["runs"]] == [
+        (r["episode"], r["variant"], r["controller"]) for r in res["runs"]
+    ]
+    for a, b in zip(res["runs"], res2["runs"], strict=False):
         assert {k: a[k] for k in DETERMINISTIC} == {k: b[k] for k in DETERMINISTIC}
 
 
-@pytest.mark.parametrize("value, reason", [
-    ("models/missing.pt", "no such file"),
-    ("/etc/passwd", "outside the allowed folders"),
-    ("models/other.pt", "task fingerprint"),
-])
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        ("models/missing.pt", "no such file"),
+        ("/etc/passwd", "outside the allowed folders"),
+        ("models/other.pt", "task fingerprint"),
+    ],
+)
 def test_bad_value_is_one_line_exit_2(tmp_path, value, reason):
     (tmp_path / "models").mkdir()
     make_artifact(tmp_path / "models/other.pt", load_config(IIWA), fingerprint="sha256:" + "2" * 64)
-    proc = vmpc("eval", "horizons", "--config", str(IIWA), "--value", value, "--starts", "2",
-                "--duration", "0.1", "--out", "out", cwd=tmp_path)
+    proc = vmpc(
+        "eval",
+        "horizons",
+        "--config",
+        str(IIWA),
+        "--value",
+        value,
+        "--starts",
+        "2",
+        "--duration",
+        "0.1",
+        "--out",
+        "out",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and reason in lines[0], proc.stderr
@@ -84,17 +133,31 @@ def test_bad_value_is_one_line_exit_2(tmp_path, value, reason):
 
 
 def _row(ep, variant, ctrl, cost, p50, settle=0.5, recovery=None):
-    return {"episode": ep, "variant": variant, "controller": ctrl, "closed_loop_cost": cost,
-            "ee_error_final_m": 1e-3, "settle_time_s": settle, "recovery_time_s": recovery,
-            "solve_ms_mean": p50, "solve_ms_p50": p50, "solve_ms_p99": 2 * p50,
-            "deadline_misses": 1, "replans": 10, "solver_failures": 0}
+    return {
+        "episode": ep,
+        "variant": variant,
+        "controller": ctrl,
+        "closed_loop_cost": cost,
+        "ee_error_final_m": 1e-3,
+        "settle_time_s": settle,
+        "recovery_time_s": recovery,
+        "solve_ms_mean": p50,
+        "solve_ms_p50": p50,
+        "solve_ms_p99": 2 * p50,
+        "deadline_misses": 1,
+        "replans": 10,
+        "solver_failures": 0,
+    }
 
 
 def test_aggregate_ratios_are_per_episode_then_averaged():
     rows = [
-        _row(0, "no_push", "REF", 1.0, 10.0), _row(0, "no_push", "A", 1.1, 1.0),
-        _row(1, "no_push", "REF", 3.0, 30.0), _row(1, "no_push", "A", 3.0, 2.0, settle=None),
-        _row(0, "push", "REF", 2.0, 10.0, recovery=0.4), _row(0, "push", "A", 4.0, 1.0),
+        _row(0, "no_push", "REF", 1.0, 10.0),
+        _row(0, "no_push", "A", 1.1, 1.0),
+        _row(1, "no_push", "REF", 3.0, 30.0),
+        _row(1, "no_push", "A", 3.0, 2.0, settle=None),
+        _row(0, "push", "REF", 2.0, 10.0, recovery=0.4),
+        _row(0, "push", "A", 4.0, 1.0),
     ]
     agg = aggregate(rows, ["A", "REF"], "REF")
     a, ref = agg["no_push"]["A"], agg["no_push"]["REF"]
@@ -136,16 +199,19 @@ def test_episodes_are_held_out_seeded_and_valid():
     for ep in boxed:
         assert np.all(np.asarray(ep.target) >= box[0]) and np.all(np.asarray(ep.target) <= box[1])
     with pytest.raises(VmpcError, match="does not overlap task.workspace"):
-        draw_episodes(cfg, 1, target_conditioned=True, seed=7,
-                      target_box=([5.0, 5.0, 5.0], [6.0, 6.0, 6.0]))
+        draw_episodes(
+            cfg, 1, target_conditioned=True, seed=7, target_box=([5.0, 5.0, 5.0], [6.0, 6.0, 6.0])
+        )
 
 
 def test_override_spelling_and_controller_labels():
     for x in (1e-05, -3.2e-07, 0.1, 2.0, 1e20, 123456.789):
         assert yaml.safe_load(f"[{_yaml_float(x)}]") == [x]
     specs = parse_controllers(["T10-learned", "T200-quadratic"])
-    assert specs[0].overrides("models/v.pt") == ["ocp.horizon=10",
-                                                  'ocp.terminal.kind="models/v.pt"']
+    assert specs[0].overrides("models/v.pt") == [
+        "ocp.horizon=10",
+        'ocp.terminal.kind="models/v.pt"',
+    ]
     for bad in (["T10-foo"], ["T0-none"], ["T10-none", "T10-none"], []):
         with pytest.raises(VmpcError):
             parse_controllers(bad)

@@ -10,7 +10,7 @@ import pytest
 from mpc.config import load_config
 from mpc.controller import SolveStatus
 from mpc.errors import ConfigError
-from mpc.runner import ClosedLoop
+from mpc.loop import ClosedLoop
 
 from .conftest import IIWA
 from .value_helpers import make_artifact
@@ -24,10 +24,14 @@ def workdir(tmp_path, monkeypatch):
 
 
 def _swap_run(swaps, duration=1.2, extra=()):
-    sets = [f"run.duration={duration}", "disturbances.schedule=[]",
-            "value.swaps=[" + ", ".join(
-                f"{{t: {t}, terminal: '{p}', force: {str(f).lower()}}}" for t, p, f in swaps) + "]",
-            *extra]
+    sets = [
+        f"run.duration={duration}",
+        "disturbances.schedule=[]",
+        "value.swaps=["
+        + ", ".join(f"{{t: {t}, terminal: '{p}', force: {str(f).lower()}}}" for t, p, f in swaps)
+        + "]",
+        *extra,
+    ]
     with ClosedLoop(load_config(IIWA, sets)) as loop:
         result = loop.run(progress=False)
         return result, loop.ocp.terminal.label
@@ -53,23 +57,40 @@ def test_bad_files_are_refused_and_the_old_terminal_keeps_running(workdir):
     trunc.write_bytes(trunc.read_bytes()[:4000])
     corrupt = make_artifact(workdir / "models/corrupt.pt", cfg)
     blob = bytearray(corrupt.read_bytes())
-    blob[len(blob) // 2: len(blob) // 2 + 64] = b"\xff" * 64
+    blob[len(blob) // 2 : len(blob) // 2 + 64] = b"\xff" * 64
     corrupt.write_bytes(bytes(blob))
     make_artifact(workdir / "models/nan.pt", cfg, edit=nan_weights)
     outside = make_artifact(workdir / "elsewhere.pt", cfg)
-    swaps = [(0.1 * (i + 1), p, False) for i, p in enumerate([
-        "models/wrong_dim.pt", "models/wrong_robot.pt", "models/wrong_task.pt",
-        "models/truncated.pt", "models/corrupt.pt", "models/nan.pt", str(outside),
-        "models/missing.pt"])]
+    swaps = [
+        (0.1 * (i + 1), p, False)
+        for i, p in enumerate(
+            [
+                "models/wrong_dim.pt",
+                "models/wrong_robot.pt",
+                "models/wrong_task.pt",
+                "models/truncated.pt",
+                "models/corrupt.pt",
+                "models/nan.pt",
+                str(outside),
+                "models/missing.pt",
+            ]
+        )
+    ]
     result, label = _swap_run(swaps)
     s = result.summary
     reasons = [e["reason"] for e in s["swaps"]]
     assert [e["accepted"] for e in s["swaps"]] == [False] * 8, reasons
-    expected = ["state dimension 12 != this robot's 14", "trained for robot 'panda'",
-                "task fingerprint", "cannot load as TorchScript", "does not match the metadata",
-                "not finite at the current state", "outside the allowed folders",
-                "no such file"]
-    for reason, want in zip(reasons, expected):
+    expected = [
+        "state dimension 12 != this robot's 14",
+        "trained for robot 'panda'",
+        "task fingerprint",
+        "cannot load as TorchScript",
+        "does not match the metadata",
+        "not finite at the current state",
+        "outside the allowed folders",
+        "no such file",
+    ]
+    for reason, want in zip(reasons, expected, strict=False):
         assert want in reason and "\n" not in reason, reason
     assert label == "quadratic"
     _no_tick_without_controller(s)
@@ -82,22 +103,27 @@ def test_accepted_swap_goes_live_at_the_next_replan(workdir):
     result, label = _swap_run([(0.5, "models/good.pt", False), (0.9, "none", False)])
     s = result.summary
     (a, b) = s["swaps"]
-    assert a["accepted"] and a["applied_t"] == pytest.approx(0.5) and a["model_id"].startswith("good.pt@")
+    assert (
+        a["accepted"]
+        and a["applied_t"] == pytest.approx(0.5)
+        and a["model_id"].startswith("good.pt@")
+    )
     assert b["accepted"] and b["applied_t"] == pytest.approx(0.9) and label == "none"
     _no_tick_without_controller(s)
     # The replan at the swap tick already solved with the new terminal: its cost changed.
     log = result.log.arrays()
     k = int(np.argmin(np.abs(log["replan_t"] - 0.5)))
     jump = abs(log["cost"][k] - log["cost"][k - 1])
-    typical = np.abs(np.diff(log["cost"][k - 50:k - 1])).max()
+    typical = np.abs(np.diff(log["cost"][k - 50 : k - 1])).max()
     assert jump > 10 * typical
 
 
 def test_fingerprint_mismatch_is_accepted_only_when_forced(workdir):
     cfg = load_config(IIWA)
     make_artifact(workdir / "models/other_task.pt", cfg, fingerprint="sha256:" + "1" * 64)
-    result, label = _swap_run([(0.2, "models/other_task.pt", False),
-                               (0.4, "models/other_task.pt", True)], duration=0.6)
+    result, label = _swap_run(
+        [(0.2, "models/other_task.pt", False), (0.4, "models/other_task.pt", True)], duration=0.6
+    )
     refused, forced = result.summary["swaps"]
     assert not refused["accepted"] and "use force" in refused["reason"]
     assert forced["accepted"] and forced["forced"] and forced["reason"].startswith("forced:")
@@ -109,19 +135,25 @@ def test_terminal_path_on_the_command_line_is_validated_before_the_run(workdir):
     with pytest.raises(ConfigError, match="ocp.terminal.kind: models/missing.pt: no such file"):
         ClosedLoop(cfg_bad)
     make_artifact(workdir / "models/good.pt", load_config(IIWA))
-    with ClosedLoop(load_config(IIWA, ["ocp.terminal.kind=models/good.pt", "run.duration=0.05"])) as loop:
+    with ClosedLoop(
+        load_config(IIWA, ["ocp.terminal.kind=models/good.pt", "run.duration=0.05"])
+    ) as loop:
         assert loop.ocp.terminal.label.startswith("good.pt@")
         assert loop.run(progress=False).summary["swaps"][0]["accepted"]
 
 
 def test_wallclock_swap_from_another_thread_never_stalls_the_loop(workdir):
-    cfg = load_config(IIWA, ["run.duration=1.5", "mpc.timing=wallclock", "disturbances.schedule=[]"])
+    cfg = load_config(
+        IIWA, ["run.duration=1.5", "mpc.timing=wallclock", "disturbances.schedule=[]"]
+    )
     make_artifact(workdir / "models/good.pt", cfg)
     events = []
     with ClosedLoop(cfg) as loop:
+
         def client():
             time.sleep(0.4)
             loop.request_terminal("models/good.pt", callback=events.append)
+
         th = threading.Thread(target=client)
         th.start()
         result = loop.run(progress=False)
@@ -130,5 +162,3 @@ def test_wallclock_swap_from_another_thread_never_stalls_the_loop(workdir):
     assert events[0].applied_t is not None and events[0].applied_t >= events[0].t
     _no_tick_without_controller(result.summary)
     assert result.summary["real_time_factor"] <= 1.01
-
-

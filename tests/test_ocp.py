@@ -6,7 +6,7 @@ import pytest
 
 from mpc.config import load_config
 from mpc.ocp import NoTerminal, QuadraticTerminal, ReachingOCP
-from mpc.runner import build_robot
+from mpc.robot_model import build_robot
 
 from .conftest import IIWA, PANDA, random_configuration
 
@@ -81,10 +81,11 @@ def test_set_target_moves_every_translation_residual():
     new = np.array([0.3, -0.4, 0.7])
     ocp.set_target(new)
     np.testing.assert_array_equal(ocp.target, new)
-    for cost_sum in (ocp.running_model.differential.costs,
-                     ocp.problem.terminalModel.differential.costs):
-        np.testing.assert_array_equal(
-            cost_sum.costs["ee_translation"].cost.residual.reference, new)
+    for cost_sum in (
+        ocp.running_model.differential.costs,
+        ocp.problem.terminalModel.differential.costs,
+    ):
+        np.testing.assert_array_equal(cost_sum.costs["ee_translation"].cost.residual.reference, new)
 
 
 def test_torque_bounds_select_box_fddp():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mpc.config import load_config
-from mpc.runner import build_robot
+from mpc.robot_model import build_robot
 from sim import BulletArm, MismatchSpec
 
 from .conftest import IIWA, PANDA, random_configuration
@@ -71,8 +71,9 @@ def test_world_frame_force_on_ee_maps_through_jacobian(pair, rng):
     arm.step(g)
     qs, vs = np.zeros(robot.nq), np.zeros(robot.nq)
     arm.read_state(qs, vs)
-    J = pin.computeFrameJacobian(robot.model, robot.data, q, robot.ee_frame_id,
-                                 pin.LOCAL_WORLD_ALIGNED)[:3]
+    J = pin.computeFrameJacobian(
+        robot.model, robot.data, q, robot.ee_frame_id, pin.LOCAL_WORLD_ALIGNED
+    )[:3]
     a_model = pin.aba(robot.model, robot.data, q, np.zeros(robot.nq), g + J.T @ force)
     np.testing.assert_allclose(vs / arm.dt, a_model, rtol=1e-3, atol=1e-3)
 

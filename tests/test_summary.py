@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from mpc.summary import recoveries, settle_time, solve_stats
+from mpc.loop.summary import recoveries, settle_time, solve_stats
 
 T = np.arange(0, 3.0, 0.001)
 

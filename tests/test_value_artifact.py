@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mpc.config import load_config
-from mpc.value_model import (
+from mpc.value.artifact import (
     FORMAT_VERSION,
     TARGET_PARAMS,
     ValueModelError,
@@ -54,8 +54,9 @@ def test_fingerprint_tracks_the_cost_not_the_horizon(cfg):
     assert task_fingerprint(load_config(IIWA, ["ocp.costs.torque_reg=0.01"])) != base
     assert task_fingerprint(load_config(IIWA, ["task.target=[0.3, 0.3, 0.6]"])) != base
     # A value conditioned on the target serves every target.
-    assert (task_fingerprint(load_config(IIWA, ["task.target=[0.3, 0.3, 0.6]"]), TARGET_PARAMS)
-            == task_fingerprint(cfg, TARGET_PARAMS))
+    assert task_fingerprint(
+        load_config(IIWA, ["task.target=[0.3, 0.3, 0.6]"]), TARGET_PARAMS
+    ) == task_fingerprint(cfg, TARGET_PARAMS)
 
 
 @pytest.mark.parametrize("where", ["../v.pt", "/tmp/../etc/v.pt", "elsewhere/v.pt"])
@@ -97,10 +98,12 @@ def _rewrite_member(path, predicate, change):
 
 def test_edited_weights_fail_the_sha256(cfg, models):
     path = make_artifact(models / "v.pt", cfg)
+
     def flip(blob):
         b = bytearray(blob)
         b[len(b) // 2] ^= 0x40
         return bytes(b)
+
     _rewrite_member(path, lambda n: "/data/" in n and not n.endswith(".pkl"), flip)
     with pytest.raises(ValueModelError, match="weights sha256 .* does not match"):
         load_value_model("models/v.pt", ["models"])
@@ -108,10 +111,12 @@ def test_edited_weights_fail_the_sha256(cfg, models):
 
 def test_edited_metadata_is_refused(cfg, models):
     path = make_artifact(models / "v.pt", cfg)
+
     def bump(blob):
         meta = json.loads(blob)
         meta["format_version"] = 99
         return json.dumps(meta).encode()
+
     _rewrite_member(path, lambda n: n.endswith("extra/metadata.json"), bump)
     with pytest.raises(ValueModelError, match="format version 99 is not supported"):
         read_metadata(path)

@@ -9,9 +9,9 @@ import torch
 from learning import ResidualValueNet, SobolevFitSpec, export_value, fit_sobolev, quadratic_dataset
 from mpc.config import load_config
 from mpc.ocp import NoTerminal, ReachingOCP, TerminalCost
-from mpc.runner import build_robot
-from mpc.value_model import TARGET_PARAMS, StateLayout, load_value_model, task_fingerprint
-from mpc.value_terminal import LearnedValueTerminal, make_evaluator
+from mpc.robot_model import build_robot
+from mpc.value.artifact import TARGET_PARAMS, StateLayout, load_value_model, task_fingerprint
+from mpc.value.terminal import LearnedValueTerminal, make_evaluator
 
 from .conftest import IIWA
 from .value_helpers import make_artifact, random_states
@@ -51,8 +51,12 @@ def test_fast_path_matches_torchscript(setup, kind, params):
             v = ev.calc(x)
             ev.calc_diff(x, lx, lxx)
             out.append((v, lx, lxx))
-        worst = max(worst, abs(out[0][0] - out[1][0]), np.abs(out[0][1] - out[1][1]).max(),
-                    np.abs(out[0][2] - out[1][2]).max())
+        worst = max(
+            worst,
+            abs(out[0][0] - out[1][0]),
+            np.abs(out[0][1] - out[1][1]).max(),
+            np.abs(out[0][2] - out[1][2]).max(),
+        )
     assert worst <= 1e-10
 
 
@@ -129,9 +133,15 @@ class StateQuadratic(TerminalCost):
 
     def make_model(self, ocp):
         costs = crocoddyl.CostModelSum(ocp.state, ocp.nu)
-        costs.addCost("state", crocoddyl.CostModelResidual(
-            ocp.state, crocoddyl.ActivationModelWeightedQuad(self.w),
-            crocoddyl.ResidualModelState(ocp.state, self.x_ref, ocp.nu)), 2.0)
+        costs.addCost(
+            "state",
+            crocoddyl.CostModelResidual(
+                ocp.state,
+                crocoddyl.ActivationModelWeightedQuad(self.w),
+                crocoddyl.ResidualModelState(ocp.state, self.x_ref, ocp.nu),
+            ),
+            2.0,
+        )
         return ocp.integrate(ocp.differential(costs), 0.0)
 
 
@@ -148,11 +158,21 @@ def test_value_fitted_to_a_quadratic_reproduces_the_cpp_quadratic_solution(setup
     net = ResidualValueNet(14, residual_dim=16)
     fit = fit_sobolev(net, data, SobolevFitSpec(epochs=300, lr=1e-2), progress=False)
     assert fit.final["val_value_nmse"] < 5e-3
-    export_value(net, "q.pt", state=StateLayout(robot="iiwa", joint_names=robot.joint_names, nx=14),
-                 task_params=[], task_fingerprint=task_fingerprint(cfg), algorithm="test-fit")
+    export_value(
+        net,
+        "q.pt",
+        state=StateLayout(robot="iiwa", joint_names=robot.joint_names, nx=14),
+        task_params=[],
+        task_fingerprint=task_fingerprint(cfg),
+        algorithm="test-fit",
+    )
     learned = LearnedValueTerminal(load_value_model("q.pt", ["."]))
     sols = {}
-    for name, term in (("cpp", StateQuadratic(x_ref, w)), ("learned", learned), ("none", NoTerminal())):
+    for name, term in (
+        ("cpp", StateQuadratic(x_ref, w)),
+        ("learned", learned),
+        ("none", NoTerminal()),
+    ):
         ocp = _ocp(cfg, robot, term, x0)
         g = robot.gravity_torques(x0[:7])
         assert ocp.solver.solve([x0] * 11, [g] * 10, 200, False), name

@@ -1,35 +1,15 @@
 """The ZeroMQ bridge: stream a running closed loop's state out, take commands and wrenches in.
 
-Server side: :class:`BridgeServer` hooks into a :class:`~mpc.runner.ClosedLoop`. Client side:
-:class:`BridgeClient`. The wire format is in :mod:`.messages`, the config section in
-:mod:`.spec`, CURVE keys in :mod:`.keys`; docs/bridge.md describes all of it.
+* :mod:`.server`: :class:`~mpc.bridge.server.BridgeServer` hooks into a
+  :class:`~mpc.loop.ClosedLoop` (it needs the controller, so it imports Crocoddyl);
+* :mod:`.client`: :class:`~mpc.bridge.client.BridgeClient` for scripts and the CLI (zmq and
+  msgpack only, no robotics stack);
+* :mod:`.messages`: the wire format; :mod:`.keys`: CURVE keys; :mod:`.spec`: the config section.
 
-Names are loaded on first use: mpc.config imports :mod:`.spec` from here, and every run would
-otherwise pay for zmq, asyncio and msgpack (and the server needs mpc.config itself).
+docs/bridge.md describes all of it. This package imports only its config section, so
+``mpc.config`` can compose it at no cost.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from .spec import BridgeLimits, BridgeSpec, CurveSpec
 
-if TYPE_CHECKING:
-    from .client import BridgeClient, BridgeTimeout, CommandRefused
-    from .keys import ClientKeys, KeyFileError, generate_keypair
-    from .messages import SCHEMA_VERSION, BadMessage
-    from .server import BridgeError, BridgeServer
-    from .spec import BridgeLimits, BridgeSpec, CurveSpec
-
-_WHERE = {
-    "BridgeClient": "client", "BridgeTimeout": "client", "CommandRefused": "client",
-    "ClientKeys": "keys", "KeyFileError": "keys", "generate_keypair": "keys",
-    "SCHEMA_VERSION": "messages", "BadMessage": "messages",
-    "BridgeError": "server", "BridgeServer": "server",
-    "BridgeLimits": "spec", "BridgeSpec": "spec", "CurveSpec": "spec",
-}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["BridgeLimits", "BridgeSpec", "CurveSpec"]

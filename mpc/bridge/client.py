@@ -23,8 +23,13 @@ from ..errors import VmpcError
 from .keys import ClientKeys
 from .messages import SCHEMA_VERSION, BadMessage, decode, encode, parse_state
 
-__all__ = ["BridgeClient", "BridgeTimeout", "CommandRefused", "DEFAULT_ADDRESS",
-           "normalise_address"]
+__all__ = [
+    "BridgeClient",
+    "BridgeTimeout",
+    "CommandRefused",
+    "DEFAULT_ADDRESS",
+    "normalise_address",
+]
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
 _MAX_REPLY_BYTES = 1 << 20
@@ -35,8 +40,10 @@ class BridgeTimeout(VmpcError):
 
     def __init__(self, address: str, timeout_s: float, what: str = "no reply") -> None:
         self.address, self.timeout_s = address, timeout_s
-        super().__init__(f"{what} from {address} within {timeout_s:g} s (is `vmpc sim --bridge` "
-                         f"running there, with matching keys?)")
+        super().__init__(
+            f"{what} from {address} within {timeout_s:g} s (is `vmpc sim --bridge` "
+            f"running there, with matching keys?)"
+        )
 
 
 class CommandRefused(VmpcError):
@@ -60,9 +67,16 @@ def _with_host(endpoint: str, like: str) -> str:
 
 
 class BridgeClient:
-    def __init__(self, address: str = DEFAULT_ADDRESS, keys: ClientKeys | None = None, *,
-                 timeout_s: float = 2.0, state_address: str | None = None,
-                 wrench_address: str | None = None, topic: str = "vmpc.state") -> None:
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        keys: ClientKeys | None = None,
+        *,
+        timeout_s: float = 2.0,
+        state_address: str | None = None,
+        wrench_address: str | None = None,
+        topic: str = "vmpc.state",
+    ) -> None:
         self.address = normalise_address(address)
         self.keys = keys
         self.timeout_s = timeout_s
@@ -120,18 +134,26 @@ class BridgeClient:
                 raise CommandRefused(cmd, str(reply.get("error", "refused")), reply)
             return reply
 
-    def push(self, force: Sequence[float], torque: Sequence[float] | None = None,
-             duration: float = 0.1, link: str | None = None) -> dict[str, Any]:
+    def push(
+        self,
+        force: Sequence[float],
+        torque: Sequence[float] | None = None,
+        duration: float = 0.1,
+        link: str | None = None,
+    ) -> dict[str, Any]:
         """A wrench [N, N m, world] on ``link`` (default the EE) for ``duration`` [s]."""
-        return self.request("push", force=[float(f) for f in force],
-                            torque=None if torque is None else [float(m) for m in torque],
-                            duration=float(duration), link=link)
+        return self.request(
+            "push",
+            force=[float(f) for f in force],
+            torque=None if torque is None else [float(m) for m in torque],
+            duration=float(duration),
+            link=link,
+        )
 
     def set_target(self, target: Sequence[float]) -> dict[str, Any]:
         return self.request("set_target", target=[float(x) for x in target])
 
-    def swap_value(self, path: str, force: bool = False, timeout_s: float = 30.0
-                   ) -> dict[str, Any]:
+    def swap_value(self, path: str, force: bool = False, timeout_s: float = 30.0) -> dict[str, Any]:
         """Swap the terminal to 'none', 'quadratic' or a value-model file. The reply comes once
         the server has validated and installed it (or refused it), hence the longer timeout."""
         return self.request("swap_value", timeout_s, path=str(path), force=bool(force))
@@ -154,8 +176,9 @@ class BridgeClient:
         self._topic = st.get("topic", self._topic)
         return _with_host(st["endpoints"][kind], self.address)
 
-    def states(self, latest: bool = True, timeout_s: float | None = None
-               ) -> Iterator[dict[str, Any]]:
+    def states(
+        self, latest: bool = True, timeout_s: float | None = None
+    ) -> Iterator[dict[str, Any]]:
         """State messages as dicts (schema in docs/bridge.md). ``latest=True`` conflates on our
         side too, so a slow reader always gets the newest state, never a backlog. Raises
         :class:`BridgeTimeout` when no state arrives for ``timeout_s``."""
@@ -179,8 +202,13 @@ class BridgeClient:
         finally:
             sub.close(linger=0)
 
-    def send_wrench(self, force: Sequence[float], torque: Sequence[float] | None = None,
-                    link: str | None = None, t: float | None = None) -> None:
+    def send_wrench(
+        self,
+        force: Sequence[float],
+        torque: Sequence[float] | None = None,
+        link: str | None = None,
+        t: float | None = None,
+    ) -> None:
         """One sample of a streamed wrench [N, N m, world]; never blocks. The server keeps the
         latest and zeroes the stream when samples stop for ``bridge.stale_after_s``."""
         if self._wrench is None:
@@ -188,8 +216,11 @@ class BridgeClient:
             self._wrench = self._socket(zmq.PUB)
             self._wrench.conflate = 1  # a late sample is worthless: keep only the newest
             self._wrench.connect(address)
-        msg: dict[str, Any] = {"version": SCHEMA_VERSION, "t": time.time() if t is None else t,
-                               "force": [float(f) for f in force]}
+        msg: dict[str, Any] = {
+            "version": SCHEMA_VERSION,
+            "t": time.time() if t is None else t,
+            "force": [float(f) for f in force],
+        }
         if torque is not None:
             msg["torque"] = [float(m) for m in torque]
         if link is not None:

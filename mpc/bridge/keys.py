@@ -47,7 +47,6 @@ class KeyFileError(VmpcError):
         super().__init__(f"{path}: {problem}")
 
 
-
 def _read(path: Path) -> tuple[bytes, bytes | None]:
     if not path.is_file():
         raise KeyFileError(path, "no such key file")
@@ -112,8 +111,9 @@ class ClientKeys:
     server_public: bytes
 
     @classmethod
-    def load(cls, client_secret: str | os.PathLike[str], server_public: str | os.PathLike[str]
-             ) -> ClientKeys:
+    def load(
+        cls, client_secret: str | os.PathLike[str], server_public: str | os.PathLike[str]
+    ) -> ClientKeys:
         public, secret = load_secret_key(client_secret)
         return cls(public, secret, load_public_key(server_public))
 
@@ -151,9 +151,9 @@ class _AllowList:
         return False
 
 
-def start_authenticator(ctx: zmq.Context, server_secret: str | os.PathLike[str],
-                        clients_dir: str | os.PathLike[str]
-                        ) -> tuple[ServerKeys, ThreadAuthenticator, _AllowList]:
+def start_authenticator(
+    ctx: zmq.Context, server_secret: str | os.PathLike[str], clients_dir: str | os.PathLike[str]
+) -> tuple[ServerKeys, ThreadAuthenticator, _AllowList]:
     """Check every key file first (fail closed), then run a ZAP handler that admits exactly the
     keys found. Start it before binding: a CURVE socket with no ZAP handler admits anyone."""
     public, secret = load_secret_key(server_secret)

@@ -45,8 +45,9 @@ SCHEMA_VERSION = 1
 _ID_LIMIT = 2**53  # request ids stay exact in every msgpack/JSON client
 
 Vec3f = Annotated[list[float], Field(min_length=3, max_length=3)]
-RequestId = (Annotated[int, Field(ge=-_ID_LIMIT, le=_ID_LIMIT)]
-             | Annotated[str, Field(max_length=64)])
+RequestId = (
+    Annotated[int, Field(ge=-_ID_LIMIT, le=_ID_LIMIT)] | Annotated[str, Field(max_length=64)]
+)
 LinkName = Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -109,11 +110,22 @@ class ResumeCommand(_Command):
     cmd: Literal["resume"]
 
 
-Command = (PushCommand | SetTargetCommand | SwapValueCommand | ClearValueCommand | StatusCommand
-           | PauseCommand | ResumeCommand)
+Command = (
+    PushCommand
+    | SetTargetCommand
+    | SwapValueCommand
+    | ClearValueCommand
+    | StatusCommand
+    | PauseCommand
+    | ResumeCommand
+)
 COMMANDS: dict[str, type[_Command]] = {
-    "push": PushCommand, "set_target": SetTargetCommand, "swap_value": SwapValueCommand,
-    "clear_value": ClearValueCommand, "status": StatusCommand, "pause": PauseCommand,
+    "push": PushCommand,
+    "set_target": SetTargetCommand,
+    "swap_value": SwapValueCommand,
+    "clear_value": ClearValueCommand,
+    "status": StatusCommand,
+    "pause": PauseCommand,
     "resume": ResumeCommand,
 }
 
@@ -157,8 +169,9 @@ def _check_version(obj: dict[str, Any], rid: int | str | None) -> None:
     if type(version) is not int:  # bool and float would compare equal to 1
         raise BadMessage("missing or non-integer 'version'", rid)
     if version != SCHEMA_VERSION:
-        raise BadMessage(f"schema version {version} is not supported (this server speaks "
-                         f"{SCHEMA_VERSION})", rid)
+        raise BadMessage(
+            f"schema version {version} is not supported (this server speaks {SCHEMA_VERSION})", rid
+        )
 
 
 def _one_line(exc: ValidationError) -> str:
@@ -193,8 +206,9 @@ def parse_wrench(frame: bytes, max_bytes: int) -> WrenchSample:
         raise BadMessage(f"wrench sample: {_one_line(exc)}") from None
 
 
-def check_wrench(force: list[float], torque: list[float], max_force: float, max_torque: float
-                 ) -> str | None:
+def check_wrench(
+    force: list[float], torque: list[float], max_force: float, max_torque: float
+) -> str | None:
     """The reason a wrench is above the limits, or None."""
     f, m = math.hypot(*force), math.hypot(*torque)
     if f > max_force:
@@ -204,11 +218,16 @@ def check_wrench(force: list[float], torque: list[float], max_force: float, max_
     return None
 
 
-def make_reply(request_id: int | str | None, cmd: str | None, error: str | None = None,
-               **data: Any) -> bytes:
+def make_reply(
+    request_id: int | str | None, cmd: str | None, error: str | None = None, **data: Any
+) -> bytes:
     """``{version, id, cmd, ok, error?, ...data}`` as one msgpack frame."""
-    out: dict[str, Any] = {"version": SCHEMA_VERSION, "id": request_id, "cmd": cmd,
-                           "ok": error is None}
+    out: dict[str, Any] = {
+        "version": SCHEMA_VERSION,
+        "id": request_id,
+        "cmd": cmd,
+        "ok": error is None,
+    }
     if error is not None:
         out["error"] = error
     out.update(data)
@@ -226,8 +245,7 @@ def parse_state(frame: bytes) -> dict[str, Any]:
     cut = frame.find(b" ")
     if cut < 0:
         raise BadMessage("state frame without a topic")
-    state = decode(frame[cut + 1:], len(frame))
+    state = decode(frame[cut + 1 :], len(frame))
     if state.get("version") != SCHEMA_VERSION:
-        raise BadMessage(f"state schema version {state.get('version')!r} is not "
-                         f"{SCHEMA_VERSION}")
+        raise BadMessage(f"state schema version {state.get('version')!r} is not {SCHEMA_VERSION}")
     return state

@@ -19,8 +19,7 @@ import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -30,6 +29,9 @@ from sim import Push
 
 from ..controller import SolveStatus
 from ..errors import VmpcError
+from ..loop.hot_swap import SwapEvent, preload_swap_support
+from ..loop.runner import ClosedLoop
+from ..value.artifact import allowed_real_path
 from .keys import start_authenticator
 from .messages import (
     SCHEMA_VERSION,
@@ -48,10 +50,6 @@ from .messages import (
     parse_wrench,
 )
 from .spec import BridgeSpec
-
-if TYPE_CHECKING:
-    from ..hot_swap import SwapEvent
-    from ..runner import ClosedLoop
 
 __all__ = ["BridgeError", "BridgeServer", "BridgeCounters", "Refused"]
 
@@ -117,36 +115,16 @@ class _HookTimes:
         if self.n == 0:
             return {"calls": 0, "p50": None, "p99": None, "max": None}
         a = self.ring[: min(self.n, _RING)]
-        return {"calls": self.n, "p50": float(np.percentile(a, 50)),
-                "p99": float(np.percentile(a, 99)), "max": self.max_us}
-
-
-def _preload_swap_support() -> None:
-    """Import what a model swap needs now, before the loop runs. A first ``swap_value`` would
-    otherwise import torch (~1 s) on the swap worker thread, holding the GIL for stretches of
-    up to ~300 ms while the loop runs in wallclock time (measured)."""
-    try:
-        import torch  # noqa: F401
-
-        from .. import value_terminal  # noqa: F401
-    except ImportError:  # no learned values in this build: swaps to a path are refused anyway
-        pass
+        return {
+            "calls": self.n,
+            "p50": float(np.percentile(a, 50)),
+            "p99": float(np.percentile(a, 99)),
+            "max": self.max_us,
+        }
 
 
 def _endpoint(bind: str, port: int) -> str:
     return f"tcp://{bind}:{port if port else '*'}"
-
-
-def _resolve_under(path: str, allowed: list[str]) -> str | None:
-    """The allowed folder ``path`` lies in (after resolving symlinks and '..'), or None."""
-    try:
-        p = Path(path).expanduser().resolve()
-        for folder in allowed:
-            if p.is_relative_to(Path(folder).expanduser().resolve()):
-                return folder
-    except (OSError, RuntimeError, ValueError):
-        return None
-    return None
 
 
 class BridgeServer:
@@ -192,7 +170,7 @@ class BridgeServer:
         self._nq = loop.robot.nq
         self._packer = msgpack.Packer(use_bin_type=True)  # reused: packb builds one per call
         self._status_names = {int(st): st.name for st in SolveStatus}  # Enum.name is slow
-        _preload_swap_support()
+        preload_swap_support()
 
     # -- set-up and tear-down ---------------------------------------------------------------------
     def _socket(self, kind: int) -> zmq.Socket:
@@ -215,10 +193,14 @@ class BridgeServer:
         self._server_keys = None
         if spec.curve is not None:  # the ZAP handler must exist before any socket binds
             self._server_keys, self._auth, self._allow = start_authenticator(
-                self._ctx, spec.curve.server_secret_key, spec.curve.clients_dir)
+                self._ctx, spec.curve.server_secret_key, spec.curve.clients_dir
+            )
         if spec.bind not in ("127.0.0.1", "localhost") and spec.curve is None:
-            log.warning("bridge: listening on %s without CURVE: anyone who reaches this "
-                        "machine can push the arm (set bridge.curve)", spec.bind)
+            log.warning(
+                "bridge: listening on %s without CURVE: anyone who reaches this "
+                "machine can push the arm (set bridge.curve)",
+                spec.bind,
+            )
         hard_cap = _HARD_SIZE_FACTOR * spec.max_message_bytes
         self._pub = self._socket(zmq.PUB)
         if spec.conflate:
@@ -258,8 +240,9 @@ class BridgeServer:
         if self._hook in self.loop.tick_hooks:
             self.loop.tick_hooks.remove(self._hook)
         for ident, rid, name in self._pending_swaps.values():
-            self._send_reply(ident, make_reply(rid, name, "the run ended before the swap was "
-                                                          "installed"))
+            self._send_reply(
+                ident, make_reply(rid, name, "the run ended before the swap was installed")
+            )
         self._pending_swaps.clear()
         if self._stream_seen is not None:
             self.loop.disturbances.clear_stream()
@@ -289,8 +272,11 @@ class BridgeServer:
                 else:
                     wrench = True
             fresh = wrench and self._read_wrench(loop, t)
-            if not fresh and self._stream_seen is not None \
-                    and t - self._stream_seen > self.spec.stale_after_s:
+            if (
+                not fresh
+                and self._stream_seen is not None
+                and t - self._stream_seen > self.spec.stale_after_s
+            ):
                 self._stream_went_stale(loop)
             if commands or self._skip_parts:
                 self._read_commands(loop, k, t)
@@ -312,24 +298,42 @@ class BridgeServer:
         stream = loop.disturbances.stream
         self._seq += 1
         return {
-            "version": SCHEMA_VERSION, "seq": self._seq, "tick": k, "t": t,
-            "wall_time": time.time(), "paused": loop.paused,
-            "q": xs[:nq], "v": xs[nq:], "tau": loop.last_tau.tolist(),
+            "version": SCHEMA_VERSION,
+            "seq": self._seq,
+            "tick": k,
+            "t": t,
+            "wall_time": time.time(),
+            "paused": loop.paused,
+            "q": xs[:nq],
+            "v": xs[nq:],
+            "tau": loop.last_tau.tolist(),
             "ee": loop.robot.ee_position_world(x[:nq]).tolist(),
             "target": loop.target.tolist(),
-            "solve_ms": rep.solve_ms, "iterations": rep.iterations,
+            "solve_ms": rep.solve_ms,
+            "iterations": rep.iterations,
             "solve_status": self._status_names[rep.status],
-            "cost": rep.cost, "terminal": loop.ocp.terminal.label,
+            "cost": rep.cost,
+            "terminal": loop.ocp.terminal.label,
             "disturbances": [self._push_entry(p) for p in active] if active else [],
-            "stream": None if stream is None else {
-                "link": self._stream_link, "force": stream[1].tolist(),
+            "stream": None
+            if stream is None
+            else {
+                "link": self._stream_link,
+                "force": stream[1].tolist(),
                 "torque": stream[2].tolist(),
-                "since_s": 0.0 if self._stream_seen is None else t - self._stream_seen},
+                "since_s": 0.0 if self._stream_seen is None else t - self._stream_seen,
+            },
         }
 
     def _push_entry(self, p: Push) -> dict[str, Any]:
-        return {"link": self._link_names.get(p.link, str(p.link)), "force": p.force.tolist(),
-                "torque": p.torque.tolist(), "start": p.start, "end": p.end, "source": p.source}
+        return {
+            "link": self._link_names.get(p.link, str(p.link)),
+            "force": p.force.tolist(),
+            "torque": p.torque.tolist(),
+            "start": p.start,
+            "end": p.end,
+            "source": p.source,
+        }
 
     def _publish(self, loop: ClosedLoop, k: int, t: float) -> None:
         frame = self._prefix + self._packer.pack(self.state(loop, k, t))
@@ -402,13 +406,16 @@ class BridgeServer:
             if sock.getsockopt(_RCVMORE):
                 self._skip_parts = True
                 self.counters.bad += 1
-                self._send_reply(ident, make_reply(None, None, "one frame per command (use a "
-                                                               "DEALER socket, not REQ)"))
+                self._send_reply(
+                    ident,
+                    make_reply(None, None, "one frame per command (use a DEALER socket, not REQ)"),
+                )
                 continue
             self._handle_frame(loop, k, t, ident, payload)
 
-    def _handle_frame(self, loop: ClosedLoop, k: int, t: float, ident: bytes, payload: bytes
-                      ) -> None:
+    def _handle_frame(
+        self, loop: ClosedLoop, k: int, t: float, ident: bytes, payload: bytes
+    ) -> None:
         c = self.counters
         try:
             cmd = parse_command(payload, self._max_bytes)
@@ -420,8 +427,10 @@ class BridgeServer:
         try:
             if not self._take_token(ident):
                 c.rate_limited += 1
-                raise Refused(f"more than {self.spec.command_rate_hz:g} commands/s (burst "
-                              f"{self.spec.command_burst}); slow down")
+                raise Refused(
+                    f"more than {self.spec.command_rate_hz:g} commands/s (burst "
+                    f"{self.spec.command_burst}); slow down"
+                )
             data = self._apply(loop, k, t, ident, cmd)
         except Refused as exc:
             c.refused += 1
@@ -448,16 +457,19 @@ class BridgeServer:
                 self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(ident)
-            b.tokens = min(float(self.spec.command_burst),
-                           b.tokens + (now - b.last) * self.spec.command_rate_hz)
+            b.tokens = min(
+                float(self.spec.command_burst),
+                b.tokens + (now - b.last) * self.spec.command_rate_hz,
+            )
             b.last = now
         if b.tokens < 1.0:
             return False
         b.tokens -= 1.0
         return True
 
-    def _apply(self, loop: ClosedLoop, k: int, t: float, ident: bytes, cmd: Command
-               ) -> dict[str, Any] | None:
+    def _apply(
+        self, loop: ClosedLoop, k: int, t: float, ident: bytes, cmd: Command
+    ) -> dict[str, Any] | None:
         """Apply a well-formed command at this tick, or raise :class:`Refused`."""
         lim = self.spec.limits
         if isinstance(cmd, PushCommand):
@@ -465,17 +477,21 @@ class BridgeServer:
             if reason:
                 raise Refused(reason)
             if cmd.duration > lim.max_duration_s:
-                raise Refused(f"duration {cmd.duration:g} s is above the limit of "
-                              f"{lim.max_duration_s:g} s")
+                raise Refused(
+                    f"duration {cmd.duration:g} s is above the limit of {lim.max_duration_s:g} s"
+                )
             link = self._link(loop, cmd.link)
-            loop.disturbances.add(Push(t, cmd.duration, link, np.array(cmd.force),
-                                       np.array(cmd.torque), "bridge"))
+            loop.disturbances.add(
+                Push(t, cmd.duration, link, np.array(cmd.force), np.array(cmd.torque), "bridge")
+            )
             return {"link": self._link_names.get(link, str(link)), "end": t + cmd.duration}
         if isinstance(cmd, SetTargetCommand):
             target = np.array(cmd.target)
             if np.any(target < self._ws_min) or np.any(target > self._ws_max):
-                raise Refused(f"target {cmd.target} is outside the workspace box "
-                              f"{self._ws_min.tolist()} .. {self._ws_max.tolist()}")
+                raise Refused(
+                    f"target {cmd.target} is outside the workspace box "
+                    f"{self._ws_min.tolist()} .. {self._ws_max.tolist()}"
+                )
             try:
                 loop.robot.check_reachable(target)
             except VmpcError as exc:
@@ -502,8 +518,9 @@ class BridgeServer:
             raise Refused(f"unknown link '{name}'; links are: {shown}")
         return link
 
-    def _swap(self, loop: ClosedLoop, ident: bytes,
-              cmd: SwapValueCommand | ClearValueCommand) -> None:
+    def _swap(
+        self, loop: ClosedLoop, ident: bytes, cmd: SwapValueCommand | ClearValueCommand
+    ) -> None:
         if len(self._pending_swaps) >= _MAX_PENDING_SWAPS:
             raise Refused("a terminal swap is already being validated; wait for its reply")
         if isinstance(cmd, ClearValueCommand):
@@ -513,9 +530,11 @@ class BridgeServer:
             if len(spec) > self.spec.limits.max_path_chars:
                 raise Refused(f"path longer than {self.spec.limits.max_path_chars} characters")
             allowed = loop.cfg.value.allowed_dirs
-            if spec not in BUILTIN_TERMINALS and _resolve_under(spec, allowed) is None:
-                raise Refused(f"'{spec}' is not 'none', 'quadratic' or a file inside "
-                              f"value.allowed_dirs ({', '.join(allowed)})")
+            if spec not in BUILTIN_TERMINALS and allowed_real_path(spec, allowed) is None:
+                raise Refused(
+                    f"'{spec}' is not 'none', 'quadratic' or a file inside "
+                    f"value.allowed_dirs ({', '.join(allowed)})"
+                )
         self._swap_ids += 1
         sid = self._swap_ids
         self._pending_swaps[sid] = (ident, cmd.id, cmd.cmd)
@@ -530,9 +549,15 @@ class BridgeServer:
         ident, rid, name = pending
         if event.accepted:
             self.counters.applied += 1
-            reply = make_reply(rid, name, None, terminal=self.loop.ocp.terminal.label,
-                               model_id=event.model_id, note=event.reason,
-                               applied_t=event.applied_t)
+            reply = make_reply(
+                rid,
+                name,
+                None,
+                terminal=self.loop.ocp.terminal.label,
+                model_id=event.model_id,
+                note=event.reason,
+                applied_t=event.applied_t,
+            )
         else:
             self.counters.refused += 1
             reply = make_reply(rid, name, event.reason or "refused")
@@ -543,32 +568,47 @@ class BridgeServer:
         if self._static is None:  # what cannot change during a run, built once
             cfg = loop.cfg
             self._static = {
-                "schema": SCHEMA_VERSION, "timing": cfg.mpc.timing,
+                "schema": SCHEMA_VERSION,
+                "timing": cfg.mpc.timing,
                 "workspace": {"min": self._ws_min.tolist(), "max": self._ws_max.tolist()},
-                "robot": cfg.robot.name, "joint_names": list(loop.robot.joint_names),
-                "links": list(self._links), "ee_link": self._ee_name,
-                "endpoints": dict(self.endpoints), "topic": self.spec.topic,
-                "publish_every": self.spec.publish_every, "sim_dt": loop.arm.dt,
+                "robot": cfg.robot.name,
+                "joint_names": list(loop.robot.joint_names),
+                "links": list(self._links),
+                "ee_link": self._ee_name,
+                "endpoints": dict(self.endpoints),
+                "topic": self.spec.topic,
+                "publish_every": self.spec.publish_every,
+                "sim_dt": loop.arm.dt,
                 "limits": self.spec.limits.model_dump(),
                 "command_rate_hz": self.spec.command_rate_hz,
                 "curve": self.spec.curve is not None,
             }
         out = dict(self._static)
-        out.update({
-            "sim_time": t, "sim_tick": k, "paused": loop.paused,
-            "terminal": loop.ocp.terminal.label, "configured_terminal": loop.configured_terminal,
-            "swaps_pending": len(self._pending_swaps), "target": loop.target.tolist(),
-            "counters": asdict(self.counters),
-        })
+        out.update(
+            {
+                "sim_time": t,
+                "sim_tick": k,
+                "paused": loop.paused,
+                "terminal": loop.ocp.terminal.label,
+                "configured_terminal": loop.configured_terminal,
+                "swaps_pending": len(self._pending_swaps),
+                "target": loop.target.tolist(),
+                "counters": asdict(self.counters),
+            }
+        )
         return out
 
     def summary(self) -> dict[str, Any]:
         """What goes into summary.json under ``bridge``."""
-        out: dict[str, Any] = {"endpoints": dict(self.endpoints),
-                               "curve": self.spec.curve is not None}
+        out: dict[str, Any] = {
+            "endpoints": dict(self.endpoints),
+            "curve": self.spec.curve is not None,
+        }
         out.update(asdict(self.counters))
         out["auth_denied"] = self._allow.denied if self._allow is not None else 0
         stats = self._times.stats()
-        out["hook_us"] = {k: (round(v, 2) if isinstance(v, float) and math.isfinite(v) else v)
-                          for k, v in stats.items()}
+        out["hook_us"] = {
+            k: (round(v, 2) if isinstance(v, float) and math.isfinite(v) else v)
+            for k, v in stats.items()
+        }
         return out

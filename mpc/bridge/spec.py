@@ -35,27 +35,37 @@ class BridgeLimits(Strict):
 
 
 class BridgeSpec(Strict):
-    bind: str = Field(default="127.0.0.1",
-                      description="interface to bind; anything but loopback is an explicit choice")
+    bind: str = Field(
+        default="127.0.0.1",
+        description="interface to bind; anything but loopback is an explicit choice",
+    )
     state_port: int = Field(default=5555, ge=0, le=65535, description="PUB state stream (0: any)")
     command_port: int = Field(default=5556, ge=0, le=65535, description="ROUTER commands (0: any)")
     wrench_port: int = Field(default=5557, ge=0, le=65535, description="SUB wrench stream (0: any)")
     publish_every: int = Field(default=2, ge=1, description="sim ticks between state messages")
     topic: str = Field(default="vmpc.state", description="prefix of every state frame")
-    conflate: bool = Field(default=True,
-                           description="PUB keeps only the newest state per subscriber")
-    max_message_bytes: int = Field(default=4096, ge=256, le=1 << 20,
-                                   description="larger frames are answered with an error")
-    messages_per_tick: int = Field(default=4, ge=1, le=1000,
-                                   description="command frames handled per control tick")
+    conflate: bool = Field(
+        default=True, description="PUB keeps only the newest state per subscriber"
+    )
+    max_message_bytes: int = Field(
+        default=4096, ge=256, le=1 << 20, description="larger frames are answered with an error"
+    )
+    messages_per_tick: int = Field(
+        default=4, ge=1, le=1000, description="command frames handled per control tick"
+    )
     command_rate_hz: float = Field(default=200.0, gt=0, description="sustained commands per second")
     command_burst: int = Field(default=50, ge=1, description="commands allowed back to back")
-    stale_after_s: float = Field(default=0.05, gt=0,
-                                 description="a wrench stream with no sample this long [s of sim "
-                                             "time] goes back to zero")
-    linger_ms: int = Field(default=100, ge=0,
-                           description="ZMQ_LINGER of every socket at close [ms]: how long "
-                                       "unsent replies may delay shutdown")
+    stale_after_s: float = Field(
+        default=0.05,
+        gt=0,
+        description="a wrench stream with no sample this long [s of sim time] goes back to zero",
+    )
+    linger_ms: int = Field(
+        default=100,
+        ge=0,
+        description="ZMQ_LINGER of every socket at close [ms]: how long "
+        "unsent replies may delay shutdown",
+    )
     limits: BridgeLimits = Field(default_factory=BridgeLimits)
     curve: CurveSpec | None = Field(default=None, description="null: no encryption")
 
@@ -70,8 +80,9 @@ class BridgeSpec(Strict):
     @classmethod
     def _bind(cls, v: str) -> str:
         if not _BIND.match(v):
-            raise ValueError("an IPv4 address, interface name or '*', e.g. 127.0.0.1 (no scheme, "
-                             "no port)")
+            raise ValueError(
+                "an IPv4 address, interface name or '*', e.g. 127.0.0.1 (no scheme, no port)"
+            )
         return v
 
     @model_validator(mode="after")

@@ -1,0 +1,83 @@
+"""Configuration of a DVP training run (one YAML file, validated like the MPC's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from mpc.config import load_yaml_model
+from mpc.errors import ConfigError
+from sim.specs import Strict
+
+from .executors import ExecutorSpec
+from .systems import SYSTEM_KINDS, SystemSpec
+
+__all__ = ["DVPConfig", "DVPSpec", "FitSpec", "NetworkSpec", "ValidationSpec", "load_dvp_config"]
+
+
+class NetworkSpec(Strict):
+    kind: str = Field(default="residual", pattern="^(residual|feedforward)$")
+    hidden: list[int] = Field(default_factory=lambda: [64, 64, 64], min_length=1)
+    residual_dim: int = Field(default=16, ge=1)
+
+
+class FitSpec(Strict):
+    epochs: int = Field(default=60, ge=1, description="per DVP iteration")
+    batch_size: int = Field(default=256, ge=1)
+    lr: float = Field(default=3e-3, gt=0)
+    val_fraction: float = Field(default=0.05, ge=0, lt=1)
+
+
+class DVPSpec(Strict):
+    iterations: int = Field(default=10, ge=1)
+    samples: int = Field(default=400, ge=1, description="OCPs solved per iteration")
+    horizon: int = Field(default=20, ge=1, description="knots of each OCP")
+    record_nodes: int | None = Field(
+        default=None,
+        ge=1,
+        description="record value samples at nodes 0..k-1 of each solution (None: all T)",
+    )
+    maxiter: int = Field(default=200, ge=1, description="FDDP iterations per solve")
+    sobolev_lambda: float = Field(default=1.0, ge=0, description="0 = plain regression")
+
+
+class ValidationSpec(Strict):
+    samples: int = Field(default=100, ge=1)
+    horizon_factor: int = Field(default=10, ge=2, description="ground truth horizon = this x T")
+    maxiter: int = Field(default=500, ge=1)
+    seed: int = Field(default=987654, description="held out: never a training seed")
+
+
+class DVPConfig(Strict):
+    system: SystemSpec
+    dvp: DVPSpec = Field(default_factory=DVPSpec)
+    network: NetworkSpec = Field(default_factory=NetworkSpec)
+    fit: FitSpec = Field(default_factory=FitSpec)
+    validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    seed: int = 0
+
+
+def _prepare(raw: dict[str, Any], path: Path) -> None:
+    """Name an unknown system kind plainly, and resolve an arm's MPC config against the DVP
+    config's folder when it is not found from the working directory."""
+    system = raw.get("system")
+    if not isinstance(system, dict):
+        return
+    if system.get("kind") not in SYSTEM_KINDS:
+        raise ConfigError(
+            str(path),
+            "system.kind",
+            f"unknown system {system.get('kind')!r} ({' | '.join(SYSTEM_KINDS)})",
+        )
+    if system.get("kind") == "arm" and "config" in system:
+        cfg_path = Path(system["config"])
+        if not cfg_path.is_absolute() and not cfg_path.exists():
+            system["config"] = str((path.parent / cfg_path).resolve())
+
+
+def load_dvp_config(path: str | Path, overrides: list[str] | None = None) -> DVPConfig:
+    """Read, override and validate a DVP config (the same loader as the run config's)."""
+    return load_yaml_model(path, DVPConfig, overrides, prepare=_prepare, drop=SYSTEM_KINDS)

@@ -1,0 +1,341 @@
+"""A learned value V(x, theta) as Crocoddyl's terminal cost.
+
+Two evaluators compute the same thing: the TorchScript module itself, and a lean float64 numpy
+path built from the artifact's weights (``value.evaluator: fast``, the default). The fast path
+folds the input normalisation into the first layer, the task parameters into its bias (updated
+only when the target moves) and sqrt(2) into the output layer, and calcDiff reuses the forward
+pass that calc already did at the same x. tests/test_value_terminal.py proves parity <= 1e-10.
+
+The terminal model writes into Crocoddyl's buffers in place (Lxx is column-major, so its
+transpose is the C-ordered view ``np.dot`` can write into; it is symmetric).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import crocoddyl
+import numpy as np
+
+from ..config import Config
+from ..errors import SwapRefused
+from ..ocp import PreparedTerminal, ReachingOCP, TerminalCost
+from .artifact import TARGET_PARAMS, ValueModel, ValueModelError, load_value_model, task_fingerprint
+
+__all__ = [
+    "FastResidualEvaluator",
+    "FastFeedForwardEvaluator",
+    "TorchScriptEvaluator",
+    "ValueTerminalModel",
+    "LearnedValueTerminal",
+    "make_evaluator",
+    "check_compatible",
+    "prepare_value_terminal",
+]
+
+SQRT2 = math.sqrt(2.0)
+
+
+class _FastBase:
+    """Shared weight folding of both network kinds (see module docstring).
+
+    Numpy's per-call overhead dominates at these sizes, so the layout minimises calls: biases
+    ride in an extra column of each weight matrix against a constant 1 appended to each layer's
+    input, and all hidden activations live in one buffer so tanh' of every layer is two calls.
+    """
+
+    def __init__(self, model: ValueModel) -> None:
+        a, meta = model.arrays, model.metadata
+        nx, hidden = meta.state.nx, meta.architecture.hidden
+        with np.errstate(all="ignore"):  # a degenerate model is caught by the warm-up check
+            inv_std = 1.0 / a["in_std"]
+            w1 = a["layers.0.weight"] * inv_std[None, :]
+            self.b1 = a["layers.0.bias"] - w1 @ a["in_mean"]
+        self.nx = nx
+        self.w1x = np.ascontiguousarray(w1[:, :nx])
+        self.w1t = np.ascontiguousarray(w1[:, nx:])
+        # Augmented first layer [W1_x | b1 + W1_theta theta] against [x, 1].
+        self.w1_aug = np.hstack([self.w1x, self.b1[:, None]])
+        self.x_aug = np.ones(nx + 1)
+        # One buffer [h_0, 1, h_1, 1, ..., h_L-1, 1]; h_l are views into it.
+        offsets = np.cumsum([0] + [h + 1 for h in hidden])
+        self.hbuf = np.ones(offsets[-1])
+        self.dbuf = np.zeros(offsets[-1])  # 1 - h^2 (0 at the constant slots)
+        self.h_aug = [self.hbuf[o : o + h + 1] for o, h in zip(offsets, hidden, strict=False)]
+        self.hs = [self.hbuf[o : o + h] for o, h in zip(offsets, hidden, strict=False)]
+        self.ds = [self.dbuf[o : o + h] for o, h in zip(offsets, hidden, strict=False)]
+        self.ws = [np.ascontiguousarray(a[f"layers.{i}.weight"]) for i in range(1, len(hidden))]
+        self.ws_aug = [
+            np.hstack([w, a[f"layers.{i}.bias"][:, None]]) for i, w in enumerate(self.ws, start=1)
+        ]
+        self._x_key = b""  # bytes of the x the buffers hold, b"" when none
+        self._value = 0.0
+        self.theta = np.zeros(len(meta.task_params))
+
+    def set_params(self, theta: np.ndarray) -> None:
+        self.theta[:] = theta
+        self.w1_aug[:, -1] = self.b1 + self.w1t @ self.theta
+        self._x_key = b""
+
+    def _trunk(self, x: np.ndarray) -> np.ndarray:
+        """Hidden layers; returns the last layer's [h, 1]."""
+        self.x_aug[: self.nx] = x
+        inp, w = self.x_aug, self.w1_aug
+        for i, h in enumerate(self.hs):
+            np.dot(w, inp, out=h)
+            np.tanh(h, out=h)
+            inp = self.h_aug[i]
+            if i < len(self.ws_aug):
+                w = self.ws_aug[i]
+        return inp
+
+    def invalidate(self) -> None:
+        """Forget the cached forward pass (timing a full evaluation)."""
+        self._x_key = b""
+
+    def _forward_if_needed(self, x: np.ndarray) -> None:
+        if x.tobytes() != self._x_key:
+            self.calc(x)
+
+    def _fill_ds(self) -> None:
+        np.multiply(self.hbuf, self.hbuf, out=self.dbuf)
+        np.subtract(1.0, self.dbuf, out=self.dbuf)
+
+    def calc(self, x: np.ndarray) -> float:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class FastResidualEvaluator(_FastBase):
+    def __init__(self, model: ValueModel) -> None:
+        super().__init__(model)
+        a = model.arrays
+        # r~ = sqrt(2) r, so V = r~.r~ / 2, Lx = J~^T r~ and Lxx = J~^T J~.
+        self.wo = SQRT2 * a["out.weight"]
+        self.wo_aug = np.hstack([self.wo, SQRT2 * a["out.bias"][:, None]])
+        m = self.wo.shape[0]
+        self.r = np.zeros(m)
+        self._rev = [np.zeros((m, h)) for h in model.metadata.architecture.hidden]
+        self._jx = np.zeros((m, self.nx))
+
+    def calc(self, x: np.ndarray) -> float:
+        # A warm-started FDDP iteration starts by evaluating the state its previous forward pass
+        # ended at: answer that from the cache.
+        key = x.tobytes()
+        if key == self._x_key:
+            return self._value
+        np.dot(self.wo_aug, self._trunk(x), out=self.r)
+        self._x_key = key
+        self._value = 0.5 * float(np.dot(self.r, self.r))
+        return self._value
+
+    def calc_diff(self, x: np.ndarray, lx_out: np.ndarray, lxx_out_t: np.ndarray) -> None:
+        """Gradient into lx_out, Gauss-Newton Hessian into lxx_out_t (C-ordered, symmetric)."""
+        self._forward_if_needed(x)
+        self._fill_ds()
+        n = len(self.hs)
+        rev = self._rev[n - 1]
+        np.multiply(self.wo, self.ds[n - 1], out=rev)
+        for i in range(n - 1, 0, -1):
+            nxt = self._rev[i - 1]
+            np.dot(rev, self.ws[i - 1], out=nxt)
+            nxt *= self.ds[i - 1]
+            rev = nxt
+        np.dot(rev, self.w1x, out=self._jx)
+        np.dot(self.r, self._jx, out=lx_out)
+        np.dot(self._jx.T, self._jx, out=lxx_out_t)
+
+
+class FastFeedForwardEvaluator(_FastBase):
+    def __init__(self, model: ValueModel) -> None:
+        super().__init__(model)
+        a = model.arrays
+        self.wo = a["out.weight"][0].copy()
+        self.bo = float(a["out.bias"][0])
+        hidden = model.metadata.architecture.hidden
+        self._a = [np.zeros((h, self.nx)) for h in hidden]  # d a_l / dx
+        self._j = [np.zeros((h, self.nx)) for h in hidden]  # d h_l / dx
+        self._g = [np.zeros(h) for h in hidden]
+        self._tmp = [np.zeros((h, self.nx)) for h in hidden]
+
+    def calc(self, x: np.ndarray) -> float:
+        key = x.tobytes()
+        if key == self._x_key:
+            return self._value
+        self._value = float(np.dot(self.wo, self._trunk(x)[:-1])) + self.bo
+        self._x_key = key
+        return self._value
+
+    def calc_diff(self, x: np.ndarray, lx_out: np.ndarray, lxx_out_t: np.ndarray) -> None:
+        """Exact gradient and Hessian: sum_l A_l^T diag(g_l tanh''(a_l)) A_l."""
+        self._forward_if_needed(x)
+        self._fill_ds()
+        n = len(self.hs)
+        self._a[0][:] = self.w1x
+        for i in range(n):
+            if i > 0:
+                np.dot(self.ws[i - 1], self._j[i - 1], out=self._a[i])
+            np.multiply(self._a[i], self.ds[i][:, None], out=self._j[i])
+        g = self.wo
+        lxx_out_t[:] = 0.0
+        for i in range(n - 1, -1, -1):
+            h, d, a_jac, tmp = self.hs[i], self.ds[i], self._a[i], self._tmp[i]
+            coef = -2.0 * g * h * d  # dV/dh * tanh''
+            np.multiply(a_jac, coef[:, None], out=tmp)
+            lxx_out_t += a_jac.T @ tmp
+            delta = self._g[i]
+            np.multiply(g, d, out=delta)
+            if i > 0:
+                g = self.ws[i - 1].T @ delta
+            else:
+                np.dot(delta, self.w1x, out=lx_out)
+
+
+class TorchScriptEvaluator:
+    """The artifact's own TorchScript methods (slower; the reference the fast path is held to)."""
+
+    def __init__(self, model: ValueModel) -> None:
+        import torch
+
+        self._torch = torch
+        self.module = model.module
+        self.nx = model.metadata.state.nx
+        self.z = torch.zeros(model.metadata.architecture.n_in, dtype=torch.float64)
+        self.theta = np.zeros(len(model.metadata.task_params))
+
+    def set_params(self, theta: np.ndarray) -> None:
+        self.theta[:] = theta
+        self.z[self.nx :] = self._torch.from_numpy(self.theta)
+
+    def invalidate(self) -> None:
+        pass
+
+    def calc(self, x: np.ndarray) -> float:
+        self.z[: self.nx] = self._torch.from_numpy(np.asarray(x, dtype=np.float64))
+        with self._torch.no_grad():
+            return float(self.module(self.z.unsqueeze(0))[0])
+
+    def calc_diff(self, x: np.ndarray, lx_out: np.ndarray, lxx_out_t: np.ndarray) -> None:
+        self.z[: self.nx] = self._torch.from_numpy(np.asarray(x, dtype=np.float64))
+        with self._torch.no_grad():
+            _, g, h = self.module.value_and_derivatives(self.z)
+        nx = self.nx
+        lx_out[:] = g.numpy()[:nx]
+        lxx_out_t[:] = h.numpy()[:nx, :nx]
+
+
+def make_evaluator(model: ValueModel, kind: str) -> Any:
+    if kind == "torchscript":
+        return TorchScriptEvaluator(model)
+    if model.metadata.architecture.kind == "residual":
+        return FastResidualEvaluator(model)
+    return FastFeedForwardEvaluator(model)
+
+
+class ValueTerminalModel(crocoddyl.ActionModelAbstract):
+    """Terminal knot whose cost is the learned value (u is ignored; u=None at the terminal)."""
+
+    def __init__(self, state: crocoddyl.StateAbstract, nu: int, evaluator: Any) -> None:
+        crocoddyl.ActionModelAbstract.__init__(self, state, nu)
+        self.evaluator = evaluator
+
+    def calc(self, data, x, u=None):
+        data.cost = self.evaluator.calc(x)
+        data.xnext[:] = x
+
+    def calcDiff(self, data, x, u=None):
+        self.evaluator.calc_diff(x, data.Lx, data.Lxx.T)
+
+
+class LearnedValueTerminal(TerminalCost):
+    """A value artifact ending the horizon; passes the current target when conditioned on it."""
+
+    def __init__(self, model: ValueModel, evaluator_kind: str = "fast") -> None:
+        self.model = model
+        self.label = model.model_id
+        self.evaluator_kind = evaluator_kind
+        self._uses_target = model.metadata.target_conditioned
+        self._evaluators: list[Any] = []
+
+    def make_model(self, ocp: ReachingOCP) -> crocoddyl.ActionModelAbstract:
+        ev = make_evaluator(self.model, self.evaluator_kind)
+        if self._uses_target:
+            ev.set_params(ocp.target)
+        self._evaluators.append(ev)
+        return ValueTerminalModel(ocp.state, ocp.nu, ev)
+
+    def set_target(self, target: np.ndarray) -> None:
+        if self._uses_target:
+            for ev in self._evaluators:
+                ev.set_params(target)
+
+
+def check_compatible(model: ValueModel, cfg: Config, ocp: ReachingOCP) -> str | None:
+    """Raise on a model that cannot serve this task; return the fingerprint-mismatch message
+    (which a forced swap may override) or None."""
+    meta, path = model.metadata, model.path
+    if meta.state.nx != ocp.nx:
+        raise ValueModelError(f"{path}: state dimension {meta.state.nx} != this robot's {ocp.nx}")
+    if meta.state.robot != cfg.robot.name:
+        raise ValueModelError(
+            f"{path}: trained for robot '{meta.state.robot}', this is '{cfg.robot.name}'"
+        )
+    if meta.state.joint_names != ocp.robot.joint_names:
+        raise ValueModelError(
+            f"{path}: joint layout {meta.state.joint_names} != {ocp.robot.joint_names}"
+        )
+    if meta.task_params not in ([], list(TARGET_PARAMS)):
+        raise ValueModelError(
+            f"{path}: unknown task parameters {meta.task_params}; this MPC "
+            f"provides none or {list(TARGET_PARAMS)}"
+        )
+    expected = task_fingerprint(cfg, meta.task_params)
+    if meta.task_fingerprint != expected:
+        return (
+            f"task fingerprint {meta.task_fingerprint[:19]}... != this task's "
+            f"{expected[:19]}... (trained for a different cost, robot or target)"
+        )
+    return None
+
+
+def prepare_value_terminal(
+    spec: Path, force: bool, x: np.ndarray, cfg: Config, ocp: ReachingOCP, warmups: int = 5
+) -> PreparedTerminal:
+    """Load, validate, build and warm up a value terminal; raise SwapRefused with the reason."""
+    try:
+        model = load_value_model(spec, cfg.value.allowed_dirs)
+        mismatch = check_compatible(model, cfg, ocp)
+    except ValueModelError as exc:
+        raise SwapRefused(str(exc)) from None
+    note = ""
+    if mismatch is not None:
+        if not force:
+            raise SwapRefused(f"{spec}: {mismatch}; use force to swap anyway")
+        note = f"forced: {mismatch}"
+    term = LearnedValueTerminal(model, cfg.value.evaluator)
+    croc = term.make_model(ocp)
+    term.set_target(ocp.target)
+    data = croc.createData()
+    times = []
+    for _ in range(warmups):
+        croc.evaluator.invalidate()  # time a full evaluation, not a cache hit
+        t0 = time.perf_counter()
+        with np.errstate(all="ignore"):
+            croc.calc(data, x)
+            croc.calcDiff(data, x)
+        times.append(time.perf_counter() - t0)
+        if not (
+            math.isfinite(data.cost) and np.isfinite(data.Lx).all() and np.isfinite(data.Lxx).all()
+        ):
+            raise SwapRefused(
+                f"{spec}: the value is not finite at the current state (V={data.cost})"
+            )
+    call_us = float(np.median(times) * 1e6)
+    if call_us > cfg.value.max_call_us:
+        raise SwapRefused(
+            f"{spec}: one calc+calcDiff takes {call_us:.0f} us, over the "
+            f"{cfg.value.max_call_us:.0f} us budget (value.max_call_us)"
+        )
+    return PreparedTerminal(term, croc, model.model_id, note)

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``vmpc bench ...``: each measures side by side in one run."""
