@@ -1,13 +1,14 @@
 # Two commands do everything on a fresh machine with Python 3.11 and make:
 #   make demo   set up .venv, install, run the default closed-loop reaching demo
-#   make test   set up .venv, install, run the test suite
+#   make test   set up .venv, install, check the code (make lint), run the test suite
+#   make lint   ruff (lint and format), mypy and the import-layer contract, alone
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= runs/demo
 
-.PHONY: demo test bench clean setup
+.PHONY: demo test lint bench clean setup
 
 setup: $(STAMP)
 
@@ -26,7 +27,14 @@ demo: $(STAMP)
 	$(VENV)/bin/vmpc sim --config configs/iiwa_reach.yaml --out $(OUT)
 	$(VENV)/bin/vmpc sim --config configs/iiwa_reach.yaml --terminal models/iiwa_dvp.pt --out $(OUT)-learned
 
-test: $(STAMP)
+# The layer contract (sim <- mpc <- learning <- vmpc) lives in pyproject.toml [tool.importlinter].
+lint: $(STAMP)
+	$(VENV)/bin/ruff check sim mpc learning vmpc tests
+	$(VENV)/bin/ruff format --check sim mpc learning vmpc tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: lint
 	@# pytest exits 5 when it collects nothing; that is not a failure of the code under test.
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 

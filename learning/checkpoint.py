@@ -43,7 +43,7 @@ class RunFolder:
         for stale in self.ckpt.glob("*.tmp"):  # an iteration a kill interrupted
             shutil.rmtree(stale, ignore_errors=True)
 
-    # -- progress ----------------------------------------------------------------------------------
+    # -- progress ---------------------------------------------------------------------------------
     def completed(self) -> int:
         state = self.root / "state.json"
         return json.loads(state.read_text())["completed"] if state.exists() else 0
@@ -64,7 +64,7 @@ class RunFolder:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         buf = io.BytesIO()
-        np.savez_compressed(buf, **dataset)
+        np.savez_compressed(buf, **dataset)  # type: ignore[arg-type]  # numpy's stub: **kwds could hold allow_pickle
         atomic_write_bytes(tmp / "dataset.npz", buf.getvalue())
         atomic_write_bytes(tmp / "model.pt", _torch_bytes(model))
         atomic_write_bytes(tmp / "optim.pt", _torch_bytes(optim))
@@ -91,10 +91,10 @@ class RunFolder:
             "metrics": json.loads((d / "metrics.json").read_text()),
         }
 
-    # -- validation set ----------------------------------------------------------------------------
+    # -- validation set ---------------------------------------------------------------------------
     def save_validation(self, arrays: dict[str, np.ndarray]) -> None:
         buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
+        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub: **kwds could hold allow_pickle
         atomic_write_bytes(self.ckpt / "validation.npz", buf.getvalue())
 
     def load_validation(self) -> dict[str, np.ndarray] | None:

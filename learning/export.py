@@ -27,6 +27,8 @@ from mpc.value.artifact import (
     weights_sha256,
 )
 
+from .networks import ValueNet
+
 __all__ = ["build_metadata", "export_value", "git_commit", "library_versions"]
 
 
@@ -62,7 +64,7 @@ def git_commit() -> str | None:
 
 
 def build_metadata(
-    net: torch.nn.Module,
+    net: ValueNet,
     *,
     state: StateLayout,
     task_params: list[str],
@@ -78,7 +80,10 @@ def build_metadata(
     arrays = {k: v.detach().double().numpy() for k, v in net.state_dict().items()}
     meta = ValueMetadata(
         architecture=Architecture(
-            kind=net.kind, n_in=net.n_in, hidden=net.hidden, residual_dim=net.residual_dim
+            kind=net.kind,  # type: ignore[arg-type]  # Final[str] for TorchScript; validated here
+            n_in=net.n_in,
+            hidden=net.hidden,
+            residual_dim=net.residual_dim,
         ),
         state=state,
         task_params=list(task_params),
@@ -104,7 +109,7 @@ def build_metadata(
 
 
 def export_value(
-    net: torch.nn.Module,
+    net: ValueNet,
     path: str | Path,
     *,
     state: StateLayout,

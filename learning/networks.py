@@ -20,14 +20,19 @@ from typing import Final
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ResidualValueNet", "FeedForwardValueNet", "make_value_net"]
+__all__ = ["FeedForwardValueNet", "ResidualValueNet", "ValueNet", "make_value_net"]
 
 
 class _TanhTrunk(nn.Module):
+    in_mean: Tensor  # [input units] buffers, saved with the weights
+    in_std: Tensor
+
     def __init__(self, n_in: int, hidden: Sequence[int]) -> None:
         super().__init__()
         widths = [n_in, *hidden]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=False))
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
         self.register_buffer("in_mean", torch.zeros(n_in))
         self.register_buffer("in_std", torch.ones(n_in))
 
@@ -119,9 +124,13 @@ class FeedForwardValueNet(_TanhTrunk):
         return value, g * inv_std, hess
 
 
+# Either network: what the fit, the export and the trainers accept.
+ValueNet = ResidualValueNet | FeedForwardValueNet
+
+
 def make_value_net(
     kind: str, n_in: int, hidden: Sequence[int] = (64, 64, 64), residual_dim: int = 16
-) -> nn.Module:
+) -> ValueNet:
     if kind == "residual":
         return ResidualValueNet(n_in, hidden, residual_dim)
     if kind == "feedforward":

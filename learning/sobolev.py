@@ -21,6 +21,7 @@ from mpc.progress import progress_bar
 from sim.specs import Strict
 
 from .datasets import ValueDataset
+from .networks import ValueNet
 
 __all__ = ["SobolevFitSpec", "FitResult", "fit_sobolev", "sobolev_loss"]
 
@@ -45,7 +46,7 @@ class FitResult:
 
 
 def sobolev_loss(
-    net: torch.nn.Module,
+    net: ValueNet,
     z: torch.Tensor,
     v: torch.Tensor,
     gx: torch.Tensor,
@@ -75,7 +76,7 @@ def _tensors(ds: ValueDataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
 
 
 def fit_sobolev(
-    net: torch.nn.Module,
+    net: ValueNet,
     data: ValueDataset,
     spec: SobolevFitSpec,
     progress: bool = True,

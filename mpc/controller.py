@@ -95,7 +95,7 @@ class MPCController:
         a, b = (r + 1) * nx, (r + 1) * nx + r * nu
         return buf[:a].reshape(r + 1, nx), buf[a:b].reshape(r, nu), buf[b:].reshape(r, nu, nx)
 
-    # -- planning ----------------------------------------------------------------------------------
+    # -- planning ---------------------------------------------------------------------------------
     def start(self, x: np.ndarray, t: float = 0.0) -> SolveReport:
         """Cold solve to convergence from a gravity-holding guess, then activate it."""
         self._reset_warm_start(x)
@@ -109,7 +109,7 @@ class MPCController:
         rest[nq:] = 0.0
         self._warm_xs = [x.copy()] + [rest] * self.T
         self._warm_us = [self.ocp.robot.gravity_torques(x[:nq])] * self.T
-        self._warm_t0 = None
+        self._warm_t0: float | None = None
 
     def _warm_start(self, t: float) -> tuple[object, object]:
         """The last good solution shifted to start at t, by whole knots. Replanning faster than
@@ -205,7 +205,7 @@ class MPCController:
         self._pending = False
         return True
 
-    # -- per tick ----------------------------------------------------------------------------------
+    # -- per tick ---------------------------------------------------------------------------------
     def control(self, x: np.ndarray, t: float, tau_out: np.ndarray) -> bool:
         """Torque [N m] for measured state x at sim time t, into tau_out; True if saturated."""
         if self.in_fallback:

@@ -131,7 +131,7 @@ class ReachingOCP:
             self.problem
         )
 
-    # -- cost building blocks (reused by terminal costs and by learning/) --------------------------
+    # -- cost building blocks (reused by terminal costs and by learning/) -------------------------
     def ee_translation_cost(self, registry: list | None = None) -> crocoddyl.CostModelResidual:
         """EE-to-target cost; its residual joins ``registry`` (default: the residuals
         :meth:`set_target` moves)."""
@@ -210,7 +210,7 @@ class ReachingOCP:
     ) -> crocoddyl.ActionModelAbstract:
         return make_integrated(dam, self.spec.integrator, dt)
 
-    # -- live changes between solves ---------------------------------------------------------------
+    # -- live changes between solves --------------------------------------------------------------
     @property
     def target(self) -> np.ndarray:
         return self._target.copy()
@@ -229,7 +229,7 @@ class ReachingOCP:
         self.problem.updateModel(self.T, model if model is not None else terminal.make_model(self))
         self.terminal = terminal
 
-    # -- evaluation --------------------------------------------------------------------------------
+    # -- evaluation -------------------------------------------------------------------------------
     def running_cost_evaluator(self) -> RunningCost:
         return RunningCost(self)
 

@@ -1,13 +1,16 @@
 """PyBullet side of value-mpc: the simulated arm, disturbances and recording.
 
-This package knows PyBullet and nothing of Crocoddyl or the controller.
+This package knows PyBullet and nothing of Crocoddyl or the controller. The arm itself is in
+:mod:`sim.bullet_arm` (``from sim.bullet_arm import BulletArm``), the only module that imports
+PyBullet; this top level holds the config schemas, disturbances, recording and errors, so that
+reading a config (or a bridge client) does not load the physics engine.
 """
 
-from .bullet_arm import BulletArm, display_available
 from .disturbances import Disturbances, Push, sample_random_pushes
 from .errors import LinkNotFound, NoDisplay, RecordingError, SimError, UrdfNotFound
 from .recording import Recorder
 from .specs import (
+    CameraSpec,
     DisturbanceSpec,
     MismatchSpec,
     PushSpec,
@@ -18,7 +21,7 @@ from .specs import (
 )
 
 __all__ = [
-    "BulletArm",
+    "CameraSpec",
     "Disturbances",
     "DisturbanceSpec",
     "LinkNotFound",
@@ -33,7 +36,6 @@ __all__ = [
     "SimError",
     "SimSpec",
     "UrdfNotFound",
-    "display_available",
     "resolve_urdf",
     "sample_random_pushes",
 ]

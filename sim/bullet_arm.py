@@ -52,7 +52,6 @@ class BulletArm:
         self._cid = pb.connect(pb.GUI if gui else pb.DIRECT)
         if self._cid < 0:
             raise SimError("could not connect to the PyBullet physics server")
-        self._gui = gui
         c = self._cid
         pb.setGravity(*self.sim.gravity, physicsClientId=c)
         pb.setTimeStep(self.dt, physicsClientId=c)
@@ -139,15 +138,15 @@ class BulletArm:
         if gui:
             cam = self.sim.camera
             pb.resetDebugVisualizerCamera(
-                cam.get("distance", 1.8),
-                cam.get("yaw", 50.0),
-                cam.get("pitch", -25.0),
+                cam.distance,
+                cam.yaw,
+                cam.pitch,
                 [0, 0, 0.4],
                 physicsClientId=c,
             )
         self.reset(np.asarray(robot.q0, dtype=float))
 
-    # -- set-up ------------------------------------------------------------------------------------
+    # -- set-up -----------------------------------------------------------------------------------
     def link_index(self, name: str) -> int:
         try:
             return self.link_names.index(name)
@@ -171,7 +170,7 @@ class BulletArm:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- reading -----------------------------------------------------------------------------------
+    # -- reading ----------------------------------------------------------------------------------
     def read_state(self, q_out: np.ndarray, v_out: np.ndarray) -> None:
         """True joint positions [rad] and velocities [rad/s], written into the given buffers."""
         states = pb.getJointStates(self.body, self.actuated, physicsClientId=self._cid)
@@ -206,7 +205,7 @@ class BulletArm:
         """[N m] the torque physics received in the last step (after noise and friction)."""
         return self._tau_applied
 
-    # -- acting ------------------------------------------------------------------------------------
+    # -- acting -----------------------------------------------------------------------------------
     def set_wrenches(self, wrenches: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
         """External (link, force [N], torque [N m]) in the world frame, applied every step until
         replaced. PyBullet clears external forces after each step, so they are re-sent."""
@@ -246,7 +245,7 @@ class BulletArm:
         self.steps += 1
         self.time = self.steps * self.dt
 
-    # -- model queries (for agreement tests and diagnostics) ---------------------------------------
+    # -- model queries (for agreement tests and diagnostics) --------------------------------------
     def _full_q(self, q: np.ndarray) -> list[float]:
         """PyBullet's dynamics queries want every movable joint, locked ones included."""
         full = []
@@ -304,9 +303,9 @@ class BulletArm:
         cam = self.sim.camera
         view = pb.computeViewMatrixFromYawPitchRoll(
             [0.15, 0.15, 0.35],
-            cam.get("distance", 1.8),
-            cam.get("yaw", 50.0),
-            cam.get("pitch", -25.0),
+            cam.distance,
+            cam.yaw,
+            cam.pitch,
             0.0,
             2,
             physicsClientId=self._cid,

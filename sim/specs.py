@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .errors import UrdfNotFound
 
 __all__ = [
+    "CameraSpec",
     "Vec3",
     "Strict",
     "RobotSpec",
@@ -72,14 +73,22 @@ class RobotSpec(Strict):
         return self.q_posture if self.q_posture is not None else self.q0
 
 
+class CameraSpec(Strict):
+    """The PyBullet debug camera (GUI and recordings); its target is the robot's base."""
+
+    distance: float = Field(default=1.5, gt=0, description="[m] from the target")
+    yaw: float = Field(default=60.0, description="[deg]")
+    pitch: float = Field(default=-25.0, ge=-90, le=90, description="[deg]")
+
+
 class SimSpec(Strict):
     timestep: float = Field(default=0.001, gt=0, le=0.01, description="physics step [s]")
     gravity: Vec3 = Field(default=[0.0, 0.0, -9.81], description="[m/s^2], world frame")
     record_fps: float = Field(default=25.0, gt=0, le=120, description="frames per sim second")
     record_size: tuple[int, int] = Field(default=(480, 360), description="width, height [px]")
-    camera: dict[str, float] = Field(
-        default_factory=lambda: {"distance": 1.5, "yaw": 60.0, "pitch": -25.0},
-        description="debug-camera distance [m], yaw and pitch [deg]; target is the base",
+    camera: CameraSpec = Field(
+        default_factory=CameraSpec,
+        description="debug camera of the GUI and of recordings; it looks at the robot's base",
     )
 
 

@@ -1,10 +1,22 @@
+"""What the tests share: config paths, the CLI in-process and in a subprocess, bounded waits,
+and small random-weight value artifacts."""
+
 from __future__ import annotations
 
+import logging
 import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from mpc.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -26,3 +38,134 @@ def random_configuration(
     lo, hi = np.maximum(lower, -3.0), np.minimum(upper, 3.0)
     margin = 0.1 * (hi - lo)
     return rng.uniform(lo + margin, hi - margin)
+
+
+# -- waiting ---------------------------------------------------------------------------------------
+def wait_until(
+    condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.01, what: str = ""
+) -> None:
+    """Poll ``condition`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+class CliResult(NamedTuple):
+    """Exit code and captured output of one ``vmpc`` invocation (unpacks as a 3-tuple)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch) -> Callable[..., CliResult]:
+    """``cli("sim", "--duration", "0.1", cwd=tmp_path)`` runs ``vmpc.cli.main`` in this process,
+    in ``cwd`` (default: the repository root), and returns (exit code, stdout, stderr).
+
+    Log records at WARNING and above go to the captured stderr, formatted as the command's own
+    ``logging.basicConfig`` would on a real stderr."""
+    from vmpc.cli import main
+
+    def run(*argv: object, cwd: Path = ROOT) -> CliResult:
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()  # only this call's output
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exc:  # argparse: --help, usage errors
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        finally:
+            root.removeHandler(handler)
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return run
+
+
+def vmpc_subprocess(
+    *args: object, cwd: Path = ROOT, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``python -m vmpc ARGS`` as a real process: for the smoke tests of the entry point."""
+    return subprocess.run(
+        [sys.executable, "-m", "vmpc", *(str(a) for a in args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+    )
+
+
+# -- value artifacts -------------------------------------------------------------------------------
+def make_artifact(
+    path: Path,
+    cfg: Config,
+    *,
+    kind: str = "residual",
+    task_params=(),
+    nx: int | None = None,
+    robot_name: str | None = None,
+    fingerprint: str | None = None,
+    seed: int = 0,
+    residual_dim: int = 16,
+    edit=None,
+) -> Path:
+    """A random-weight value; ``edit(net)`` may change its (float64) weights before export."""
+    import torch
+
+    from learning import FeedForwardValueNet, ResidualValueNet, export_value
+    from mpc.robot_model import build_robot
+    from mpc.value.artifact import StateLayout, task_fingerprint
+
+    _, robot = build_robot(cfg)
+    nx = 2 * robot.nq if nx is None else nx
+    n_in = nx + len(task_params)
+    torch.manual_seed(seed)
+    net = (
+        ResidualValueNet(n_in, residual_dim=residual_dim)
+        if kind == "residual"
+        else FeedForwardValueNet(n_in)
+    )
+    net.double()
+    if edit is not None:
+        with torch.no_grad():
+            edit(net)
+    names = robot.joint_names if nx == 2 * robot.nq else [f"j{i}" for i in range(nx // 2)]
+    export_value(
+        net,
+        path,
+        state=StateLayout(robot=robot_name or cfg.robot.name, joint_names=names, nx=nx),
+        task_params=list(task_params),
+        task_fingerprint=fingerprint or task_fingerprint(cfg, task_params),
+        algorithm="test-random",
+    )
+    return Path(path)
+
+
+def random_states(cfg: Config, n: int, seed: int = 0) -> np.ndarray:
+    """n states around the config's q0: q with 0.3 rad, v with 0.5 rad/s spread."""
+    rng = np.random.default_rng(seed)
+    q0 = np.asarray(cfg.robot.q0)
+    return np.hstack([q0 + rng.normal(0, 0.3, (n, len(q0))), rng.normal(0, 0.5, (n, len(q0)))])
+
+
+__all__ = [
+    "CONFIGS",
+    "IIWA",
+    "PANDA",
+    "ROOT",
+    "CliResult",
+    "make_artifact",
+    "random_configuration",
+    "random_states",
+    "vmpc_subprocess",
+    "wait_until",
+]

@@ -1,7 +1,5 @@
 """Bad input gets one line naming the file and key; the CLI exits 2 without a traceback."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -102,15 +100,11 @@ def test_missing_and_unparsable_files(tmp_path):
         load_config(bad)
 
 
-def test_cli_reports_one_line_and_exit_2(tmp_path):
+def test_cli_reports_one_line_and_exit_2(cli, tmp_path):
     path = write_variant(tmp_path, lambda r: r["ocp"].update(horizon=0))
-    proc = subprocess.run(
-        [sys.executable, "-m", "vmpc", "sim", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "pybullet build" not in ln]
+    code, stdout, stderr = cli("sim", "--config", path, "--out", tmp_path / "run")
+    assert code == 2
+    lines = [ln for ln in stderr.splitlines() if ln.strip() and "pybullet build" not in ln]
     assert lines == [f"vmpc: error: {path}: ocp.horizon: Input should be greater than 0"]
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in stderr and stdout == ""
+    assert not (tmp_path / "run").exists()

@@ -46,9 +46,9 @@ def run_with_nans(bad: set[int], duration: float = 1.0, extra=()):
 def test_single_nan_keeps_previous_law_and_never_sends_nan():
     result, sent, ctrl = run_with_nans({100, 101})
     assert np.isfinite(sent).all()
-    assert result.summary["solver_failures"] == 2
-    assert result.summary["warm_start_resets"] == 0
-    assert result.summary["fallback_entries"] == 0
+    assert result.summary.solver_failures == 2
+    assert result.summary.warm_start_resets == 0
+    assert result.summary.fallback_entries == 0
     status = result.log.arrays()["status"]
     assert list(status[100:102]) == [SolveStatus.FAILED, SolveStatus.FAILED]
     assert status[102] == SolveStatus.OK
@@ -62,15 +62,15 @@ def test_consecutive_failures_reset_warm_start_then_fall_back():
     result, sent, ctrl = run_with_nans(bad)
     s = result.summary
     assert np.isfinite(sent).all()
-    assert s["solver_failures"] == 30
-    assert s["warm_start_resets"] == 10
-    assert s["fallback_entries"] == 1
-    assert s["fallback_ticks"] == 11  # failures 20..30 each hand one tick to the fallback
+    assert s.solver_failures == 30
+    assert s.warm_start_resets == 10
+    assert s.fallback_entries == 1
+    assert s.fallback_ticks == 11  # failures 20..30 each hand one tick to the fallback
     status = result.log.arrays()["status"]
     assert status[219] == SolveStatus.FALLBACK and status[230] == SolveStatus.OK
     assert not ctrl.in_fallback  # recovered after the first good solve
     # And the arm still gets to the target.
-    assert s["ee_error_final_m"] < 0.02
+    assert s.ee_error_final_m < 0.02
 
 
 def test_fallback_is_gravity_compensation_with_damping():

@@ -1,12 +1,12 @@
 """DVP: value targets against finite differences, determinism across executors, kill -9 and
 resume, clear errors."""
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from learning.dvp.systems import (
 )
 from mpc.errors import ConfigError, VmpcError
 
-from .conftest import IIWA, ROOT
+from .conftest import IIWA, ROOT, wait_until
 
 TINY = {
     "system": {"kind": "pendulum"},
@@ -140,73 +140,79 @@ def test_arm_goal_anchors_are_at_rest_on_the_target_where_the_running_cost_vanis
         assert data.cost < 1e-9  # so V = 0 and dV/dx = 0 there
 
 
-@pytest.mark.slow
-def test_same_seed_same_dataset_on_one_or_two_workers_and_after_kill_resume(tmp_path):
-    cfg = load_dvp_config(write_cfg(tmp_path / "a.yaml"))
-    train_dvp(cfg, tmp_path / "two", progress=False, log=lambda *_: None)
-    one = load_dvp_config(write_cfg(tmp_path / "b.yaml", executor={"workers": 1}))
-    train_dvp(one, tmp_path / "one", progress=False, log=lambda *_: None)
-    ref = run_files(tmp_path / "two")
-    got = run_files(tmp_path / "one")
-    assert ref.keys() == got.keys() and len(ref) > 0
-    for k in ref:
-        np.testing.assert_array_equal(ref[k], got[k], err_msg=k)
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> dict[str, np.ndarray]:
+    """What a one-worker run of the tiny cartpole config learns, in this process: the reference
+    of the determinism tests (cartpole draws no value map, which would dominate their time)."""
+    tmp = tmp_path_factory.mktemp("dvp_reference")
+    cfg = load_dvp_config(
+        write_cfg(tmp / "one.yaml", system={"kind": "cartpole"}, executor={"workers": 1})
+    )
+    train_dvp(cfg, tmp / "one", progress=False)
+    files = run_files(tmp / "one")
+    assert {k.split("/")[0] for k in files} == {f"iter_{i:04d}" for i in range(3)}
+    return files
 
-    # kill -9 after the first checkpoint, then --resume: the same files, nothing duplicated.
-    out = tmp_path / "killed"
-    cmd = [
-        sys.executable,
-        "-m",
-        "vmpc",
-        "train",
-        "dvp",
-        "--config",
-        str(tmp_path / "a.yaml"),
-        "--out",
-        str(out),
-        "-q",
-    ]
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        state = out / "state.json"
-        if state.exists() and json.loads(state.read_text())["completed"] >= 1:
-            break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    done = json.loads((out / "state.json").read_text())["completed"]
-    assert 1 <= done < 3, "the kill should land mid-run"
-    resumed = subprocess.run(
-        cmd + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    got = run_files(out)
+
+def assert_same_files(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> None:
     assert got.keys() == ref.keys()
     for k in ref:
         np.testing.assert_array_equal(ref[k], got[k], err_msg=k)
+
+
+@pytest.mark.slow
+def test_same_seed_same_dataset_on_one_or_two_workers_and_after_kill_resume(
+    tmp_path, reference_run
+):
+    """A real ``vmpc train dvp`` on two workers, killed (-9) after its first checkpoint and
+    resumed, writes the same datasets and weights as the uninterrupted one-worker run."""
+    config = write_cfg(tmp_path / "a.yaml", system={"kind": "cartpole"}, executor={"workers": 2})
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "vmpc", "train", "dvp", "--config", str(config), "--out", str(out)]
+    proc = subprocess.Popen(
+        [*cmd, "-q"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+    def checkpointed() -> bool:
+        state = out / "state.json"
+        return state.exists() and json.loads(state.read_text())["completed"] >= 1
+
+    try:
+        wait_until(
+            lambda: checkpointed() or proc.poll() is not None,
+            timeout=120,
+            interval=0.005,
+            what="the first DVP checkpoint",
+        )
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    done = json.loads((out / "state.json").read_text())["completed"]
+    assert 1 <= done < 3, "the kill should land mid-run"
+    resumed = subprocess.run(
+        [*cmd, "--resume", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_files(reference_run, run_files(out))
     rows = (out / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 3  # header + one row per iteration, none twice
     assert (out / "value.pt").exists() and not list((out / "checkpoints").glob("*.tmp"))
 
 
 @pytest.mark.slow
-def test_ray_executor_gives_the_same_dataset(tmp_path):
+def test_ray_executor_gives_the_same_dataset(tmp_path, reference_run):
     pytest.importorskip("ray")
-    cfg = load_dvp_config(write_cfg(tmp_path / "a.yaml", dvp={"iterations": 1}))
-    train_dvp(cfg, tmp_path / "local", progress=False, log=lambda *_: None)
     ray_cfg = load_dvp_config(
         write_cfg(
-            tmp_path / "r.yaml", dvp={"iterations": 1}, executor={"kind": "ray", "workers": 2}
+            tmp_path / "r.yaml", system={"kind": "cartpole"}, executor={"kind": "ray", "workers": 2}
         )
     )
-    train_dvp(ray_cfg, tmp_path / "ray", progress=False, log=lambda *_: None)
-    a, b = run_files(tmp_path / "local"), run_files(tmp_path / "ray")
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    train_dvp(ray_cfg, tmp_path / "ray", progress=False)
+    assert_same_files(reference_run, run_files(tmp_path / "ray"))
 
 
 def test_existing_run_needs_resume(tmp_path):
@@ -304,93 +310,60 @@ def test_executor_that_cannot_start(tmp_path, monkeypatch):
         train_dvp(cfg, tmp_path / "run", progress=False)
 
 
-def test_cli_train_dvp_smoke(tmp_path):
-    cfg = write_cfg(tmp_path / "a.yaml", dvp={"iterations": 1})
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vmpc",
-            "train",
-            "dvp",
-            "--config",
-            str(cfg),
-            "--out",
-            str(tmp_path / "run"),
-            "-q",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "vmpc train dvp: pendulum, 1 iterations" in proc.stdout
+@pytest.fixture
+def small_value_map(monkeypatch):
+    """The pendulum's value map on a 5 x 5 grid instead of 31 x 31 (961 long solves)."""
+    from learning.dvp import plots
+
+    monkeypatch.setattr(plots, "plot_value_map", functools.partial(plots.plot_value_map, n=5))
+
+
+def test_cli_train_dvp_smoke(cli, tmp_path, small_value_map):
+    cfg = write_cfg(tmp_path / "a.yaml", dvp={"iterations": 1}, executor={"workers": 1})
+    code, stdout, stderr = cli("train", "dvp", "--config", cfg, "--out", tmp_path / "run", "-q")
+    assert code == 0, stderr
+    assert "vmpc train dvp: pendulum, 1 iterations" in stdout
     for name in ("config.yaml", "metrics.csv", "convergence.png", "value.pt", "value_map.png"):
         assert (tmp_path / "run" / name).exists(), name
-    bad = subprocess.run(
-        [sys.executable, "-m", "vmpc", "train", "dvp", "--config", str(tmp_path / "nope.yaml")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert bad.returncode == 2 and "nope.yaml: file not found" in bad.stderr
+    code, _, stderr = cli("train", "dvp", "--config", tmp_path / "nope.yaml")
+    assert code == 2 and "nope.yaml: file not found" in stderr
 
 
-def test_bench_sobolev_and_dvp_throughput_smoke(tmp_path):
+def test_bench_sobolev_and_dvp_throughput_smoke(cli, tmp_path):
     cfg = write_cfg(tmp_path / "a.yaml")
-    sob = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vmpc",
-            "bench",
-            "sobolev",
-            "--config",
-            str(cfg),
-            "--sizes",
-            "20",
-            "40",
-            "--steps",
-            "10",
-            "--out",
-            str(tmp_path),
-            "-q",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    code, _, stderr = cli(
+        "bench",
+        "sobolev",
+        "--config",
+        cfg,
+        "--sizes",
+        "20",
+        "40",
+        "--steps",
+        "10",
+        "--out",
+        tmp_path,
+        "-q",
     )
-    assert sob.returncode == 0, sob.stderr
+    assert code == 0, stderr
     data = json.loads((tmp_path / "bench_sobolev_pendulum.json").read_text())
     assert [r["samples"] for r in data["rows"]] == [20, 40]
     assert all(0 < r["sobolev"] and 0 < r["plain"] for r in data["rows"])
-    thr = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vmpc",
-            "bench",
-            "dvp",
-            "--config",
-            str(cfg),
-            "--samples",
-            "8",
-            "--executors",
-            "local",
-            "--workers",
-            "1",
-            "2",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    code, _, stderr = cli(
+        "bench",
+        "dvp",
+        "--config",
+        cfg,
+        "--samples",
+        "8",
+        "--executors",
+        "local",
+        "--workers",
+        "1",
+        "2",
+        "--out",
+        tmp_path,
     )
-    assert thr.returncode == 0, thr.stderr
+    assert code == 0, stderr
     rows = json.loads((tmp_path / "bench_dvp_pendulum.json").read_text())["rows"]
     assert [r["workers"] for r in rows] == [1, 2] and all(r["ok"] == 8 for r in rows)

@@ -12,8 +12,7 @@ from mpc.controller import SolveStatus
 from mpc.errors import ConfigError
 from mpc.loop import ClosedLoop
 
-from .conftest import IIWA
-from .value_helpers import make_artifact
+from .conftest import IIWA, make_artifact, wait_until
 
 
 @pytest.fixture
@@ -45,7 +44,7 @@ def nan_weights(net):
 
 
 def _no_tick_without_controller(s):
-    assert s["fallback_ticks"] == 0 and s["nonfinite_torques"] == 0 and s["solver_failures"] == 0
+    assert s.fallback_ticks == 0 and s.nonfinite_torques == 0 and s.solver_failures == 0
 
 
 def test_bad_files_are_refused_and_the_old_terminal_keeps_running(workdir):
@@ -78,8 +77,8 @@ def test_bad_files_are_refused_and_the_old_terminal_keeps_running(workdir):
     ]
     result, label = _swap_run(swaps)
     s = result.summary
-    reasons = [e["reason"] for e in s["swaps"]]
-    assert [e["accepted"] for e in s["swaps"]] == [False] * 8, reasons
+    reasons = [e["reason"] for e in s.swaps]
+    assert [e["accepted"] for e in s.swaps] == [False] * 8, reasons
     expected = [
         "state dimension 12 != this robot's 14",
         "trained for robot 'panda'",
@@ -90,7 +89,7 @@ def test_bad_files_are_refused_and_the_old_terminal_keeps_running(workdir):
         "outside the allowed folders",
         "no such file",
     ]
-    for reason, want in zip(reasons, expected, strict=False):
+    for reason, want in zip(reasons, expected, strict=True):
         assert want in reason and "\n" not in reason, reason
     assert label == "quadratic"
     _no_tick_without_controller(s)
@@ -102,7 +101,7 @@ def test_accepted_swap_goes_live_at_the_next_replan(workdir):
     make_artifact(workdir / "models/good.pt", cfg)
     result, label = _swap_run([(0.5, "models/good.pt", False), (0.9, "none", False)])
     s = result.summary
-    (a, b) = s["swaps"]
+    (a, b) = s.swaps
     assert (
         a["accepted"]
         and a["applied_t"] == pytest.approx(0.5)
@@ -124,7 +123,7 @@ def test_fingerprint_mismatch_is_accepted_only_when_forced(workdir):
     result, label = _swap_run(
         [(0.2, "models/other_task.pt", False), (0.4, "models/other_task.pt", True)], duration=0.6
     )
-    refused, forced = result.summary["swaps"]
+    refused, forced = result.summary.swaps
     assert not refused["accepted"] and "use force" in refused["reason"]
     assert forced["accepted"] and forced["forced"] and forced["reason"].startswith("forced:")
     assert label.startswith("other_task.pt@")
@@ -139,26 +138,35 @@ def test_terminal_path_on_the_command_line_is_validated_before_the_run(workdir):
         load_config(IIWA, ["ocp.terminal.kind=models/good.pt", "run.duration=0.05"])
     ) as loop:
         assert loop.ocp.terminal.label.startswith("good.pt@")
-        assert loop.run(progress=False).summary["swaps"][0]["accepted"]
+        assert loop.run(progress=False).summary.swaps[0]["accepted"]
 
 
 def test_wallclock_swap_from_another_thread_never_stalls_the_loop(workdir):
+    """The swap is requested from a client thread while the loop runs in real time; loading and
+    checking the file happen off the control path, so no tick waits for them."""
     cfg = load_config(
-        IIWA, ["run.duration=1.5", "mpc.timing=wallclock", "disturbances.schedule=[]"]
+        IIWA, ["run.duration=1.0", "mpc.timing=wallclock", "disturbances.schedule=[]"]
     )
     make_artifact(workdir / "models/good.pt", cfg)
     events = []
+    tick_wall = []
     with ClosedLoop(cfg) as loop:
+        loop.tick_hooks.append(lambda _loop, k, t: tick_wall.append(time.perf_counter()))
 
         def client():
-            time.sleep(0.4)
+            wait_until(lambda: loop.time >= 0.3, timeout=30, what="the loop to reach t = 0.3 s")
             loop.request_terminal("models/good.pt", callback=events.append)
 
         th = threading.Thread(target=client)
         th.start()
         result = loop.run(progress=False)
         th.join()
-    assert len(events) == 1 and events[0].accepted
-    assert events[0].applied_t is not None and events[0].applied_t >= events[0].t
+    assert len(events) == 1 and events[0].accepted, events
+    assert events[0].t >= 0.3 and events[0].applied_t is not None
+    assert events[0].applied_t >= events[0].t
     _no_tick_without_controller(result.summary)
-    assert result.summary["real_time_factor"] <= 1.01
+    assert result.summary.real_time_factor <= 1.01  # paced to real time
+    # Never stalled: a first load on the control path takes 0.3-1.5 s (torch import, TorchScript
+    # compile); ticks are 1 ms apart, and 200 ms leaves room for a busy machine's scheduling.
+    gaps = np.diff(tick_wall)
+    assert gaps.max() < 0.2, f"a tick waited {gaps.max() * 1e3:.1f} ms"

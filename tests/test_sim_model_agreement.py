@@ -5,7 +5,8 @@ import pytest
 
 from mpc.config import load_config
 from mpc.robot_model import build_robot
-from sim import BulletArm, MismatchSpec
+from sim import MismatchSpec
+from sim.bullet_arm import BulletArm
 
 from .conftest import IIWA, PANDA, random_configuration
 

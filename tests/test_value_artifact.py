@@ -17,8 +17,7 @@ from mpc.value.artifact import (
     task_fingerprint,
 )
 
-from .conftest import IIWA
-from .value_helpers import make_artifact
+from .conftest import IIWA, make_artifact
 
 
 @pytest.fixture

@@ -53,7 +53,9 @@ def test_torchscript_matches_eager(kind):
         scripted = torch.jit.script(net)
     z = torch.randn(8, 17, dtype=torch.float64)
     torch.testing.assert_close(scripted(z), net(z), rtol=0, atol=1e-14)
-    for a, b in zip(scripted.value_and_derivatives(z[0]), net.value_and_derivatives(z[0]), strict=False):
+    for a, b in zip(
+        scripted.value_and_derivatives(z[0]), net.value_and_derivatives(z[0]), strict=True
+    ):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-14)
 
 

@@ -13,8 +13,7 @@ from mpc.robot_model import build_robot
 from mpc.value.artifact import TARGET_PARAMS, StateLayout, load_value_model, task_fingerprint
 from mpc.value.terminal import LearnedValueTerminal, make_evaluator
 
-from .conftest import IIWA
-from .value_helpers import make_artifact, random_states
+from .conftest import IIWA, make_artifact, random_states
 
 CASES = [("residual", ()), ("residual", TARGET_PARAMS), ("feedforward", TARGET_PARAMS)]
 

@@ -221,7 +221,7 @@ class RayExecutor(Executor):
             def solve(self, rows, horizon, value, record_nodes, maxiter, continuation):
                 return solve_chunk(rows, horizon, value, record_nodes, maxiter, continuation)
 
-        self._actors = [Solver.remote(system_json) for _ in range(self.workers)]
+        self._actors = [Solver.remote(system_json) for _ in range(self.workers)]  # type: ignore[attr-defined]
 
     def map(self, rows, horizon, value, record_nodes, maxiter, on_done=None, continuation=None):
         ray = self._ray

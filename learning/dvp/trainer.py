@@ -39,7 +39,7 @@ from mpc.value.artifact import TrainedWith, ValueMetadata
 from ..checkpoint import RunFolder
 from ..datasets import ValueDataset
 from ..export import build_metadata, export_value
-from ..networks import make_value_net
+from ..networks import ValueNet, make_value_net
 from ..sobolev import SobolevFitSpec, fit_sobolev
 from .config import DVPConfig
 from .executors import ValuePayload, make_executor
@@ -57,7 +57,7 @@ class DVPResult:
 
 
 def _metadata(
-    net: torch.nn.Module,
+    net: ValueNet,
     system: System,
     spec_json: str,
     cfg: DVPConfig,
@@ -256,7 +256,7 @@ def train_dvp(
                 dataset={"z": data.z, "value": data.value, "grad_x": data.grad_x},
                 model=net.state_dict(),
                 optim=opt.state_dict(),
-                rng=rng.bit_generator.state,
+                rng=dict(rng.bit_generator.state),
                 torch_rng=torch.get_rng_state(),
                 metrics=row,
             )
@@ -264,7 +264,8 @@ def train_dvp(
             plot_convergence(metrics, out / "convergence.png", system.name)
             log(
                 f"iter {n}: value rel. error {scores['value_rel_error']:.3%}, grad rel. error "
-                f"{scores['grad_rel_error']:.3%}, Bellman residual {scores['bellman_residual']:.2e}, "
+                f"{scores['grad_rel_error']:.3%}, "
+                f"Bellman residual {scores['bellman_residual']:.2e}, "
                 f"{len(data)} samples, {row['rejected']} rejected, {row['solves_per_s']:.0f} OCP/s"
             )
 

@@ -107,7 +107,7 @@ class BridgeClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- commands --------------------------------------------------------------------------------
+    # -- commands ---------------------------------------------------------------------------------
     def request(self, cmd: str, timeout_s: float | None = None, **fields: Any) -> dict[str, Any]:
         """Send one command and return its reply; raises on timeout or refusal."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
@@ -170,7 +170,7 @@ class BridgeClient:
     def resume(self) -> dict[str, Any]:
         return self.request("resume")
 
-    # -- streams ---------------------------------------------------------------------------------
+    # -- streams ----------------------------------------------------------------------------------
     def _discover(self, kind: str) -> str:
         st = self.status()
         self._topic = st.get("topic", self._topic)

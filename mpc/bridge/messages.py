@@ -14,7 +14,9 @@ import math
 from typing import Annotated, Any, Literal
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
+
+from sim.specs import Strict
 
 from ..errors import VmpcError
 
@@ -60,9 +62,10 @@ class BadMessage(VmpcError):
         super().__init__(reason)
 
 
-class _Message(BaseModel):
-    # strict: no "1" -> 1.0 or 1.0 -> True coercion; extra fields and NaN/inf are errors.
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+class _Message(Strict):
+    # On top of the config base (extra fields and NaN/inf are errors): no "1" -> 1.0 or
+    # 1.0 -> True coercion from the wire, and a parsed message is immutable.
+    model_config = ConfigDict(strict=True, frozen=True)
 
     version: Literal[1]
 
@@ -234,7 +237,7 @@ def make_reply(
     return encode(out)
 
 
-# -- the state stream: "<topic> <msgpack map>" in one frame (CONFLATE needs single frames) ------
+# -- the state stream: "<topic> <msgpack map>" in one frame (CONFLATE needs single frames) -------
 def state_frame(prefix: bytes, state: dict[str, Any]) -> bytes:
     """``prefix`` is the topic followed by one space."""
     return prefix + encode(state)

@@ -138,7 +138,8 @@ class BridgeServer:
         self.counters = BridgeCounters()
         self._times = _HookTimes()
         self._ctx = zmq.Context()
-        self._auth = self._allow = None
+        self._auth: Any = None  # ThreadAuthenticator while CURVE is on
+        self._allow: Any = None
         self._closed = False
         self._sockets: list[zmq.Socket] = []
         try:
@@ -187,7 +188,7 @@ class BridgeServer:
             sock.bind(ep)
         except zmq.ZMQError as exc:
             raise BridgeError(f"bridge cannot listen on {ep}: {exc.strerror}") from None
-        return sock.last_endpoint.decode()
+        return str(sock.last_endpoint.decode())  # type: ignore[union-attr]  # bytes for TCP
 
     def _open(self, spec: BridgeSpec) -> None:
         self._server_keys = None
@@ -257,7 +258,7 @@ class BridgeServer:
             self._auth = None
         self._ctx.term()
 
-    # -- the tick hook ---------------------------------------------------------------------------
+    # -- the tick hook ----------------------------------------------------------------------------
     def _on_tick(self, loop: ClosedLoop, k: int, t: float) -> None:
         t0 = time.perf_counter()
         try:
@@ -286,7 +287,7 @@ class BridgeServer:
                 log.exception("bridge: internal error (the run goes on; counted in summary)")
         self._times.add((time.perf_counter() - t0) * 1e6)
 
-    # -- state stream ----------------------------------------------------------------------------
+    # -- state stream -----------------------------------------------------------------------------
     def state(self, loop: ClosedLoop, k: int, t: float) -> dict[str, Any]:
         """The state message of this tick: measured state at the start of tick ``k``, with the
         torque, wrenches and target that were applied during tick ``k - 1``."""
@@ -343,7 +344,7 @@ class BridgeServer:
         except zmq.Again:
             self.counters.publish_dropped += 1
 
-    # -- wrench stream ---------------------------------------------------------------------------
+    # -- wrench stream ----------------------------------------------------------------------------
     def _read_wrench(self, loop: ClosedLoop, t: float) -> bool:
         """Apply the newest valid sample waiting; True if there was one."""
         c, lim = self.counters, self.spec.limits
@@ -381,7 +382,7 @@ class BridgeServer:
         self._stream_seen = self._stream_t = None
         self.counters.wrench_stale += 1
 
-    # -- commands --------------------------------------------------------------------------------
+    # -- commands ---------------------------------------------------------------------------------
     def _read_commands(self, loop: ClosedLoop, k: int, t: float) -> None:
         sock, budget = self._cmd, self._frame_budget
         handled = 0
@@ -499,7 +500,8 @@ class BridgeServer:
             loop.set_target(target)
             return {"target": cmd.target}
         if isinstance(cmd, (SwapValueCommand, ClearValueCommand)):
-            return self._swap(loop, ident, cmd)
+            self._swap(loop, ident, cmd)
+            return None
         if isinstance(cmd, StatusCommand):
             return self.status(loop, k, t)
         if isinstance(cmd, (PauseCommand, ResumeCommand)):
@@ -524,7 +526,7 @@ class BridgeServer:
         if len(self._pending_swaps) >= _MAX_PENDING_SWAPS:
             raise Refused("a terminal swap is already being validated; wait for its reply")
         if isinstance(cmd, ClearValueCommand):
-            spec, force = loop.configured_terminal, False
+            spec, force = str(loop.configured_terminal), False
         else:
             spec, force = cmd.path, cmd.force
             if len(spec) > self.spec.limits.max_path_chars:
@@ -563,7 +565,7 @@ class BridgeServer:
             reply = make_reply(rid, name, event.reason or "refused")
         self._send_reply(ident, reply)
 
-    # -- reports ---------------------------------------------------------------------------------
+    # -- reports ----------------------------------------------------------------------------------
     def status(self, loop: ClosedLoop, k: int, t: float) -> dict[str, Any]:
         if self._static is None:  # what cannot change during a run, built once
             cfg = loop.cfg

@@ -1,10 +1,11 @@
 """Swapping the terminal cost while the loop runs.
 
-A request names ``none``, ``quadratic`` or a value-model path (:data:`mpc.config.TerminalKind`). A worker thread prepares it (load,
-validate, build the Crocoddyl model, warm up) so the control loop never waits on a file; the loop
-installs a prepared terminal at a tick boundary, between two solves. In ``lockstep`` timing the
-loop waits for the worker at that boundary (sim time is frozen meanwhile), so runs stay
-deterministic; in ``wallclock`` timing it installs whatever is ready and keeps going.
+A request names ``none``, ``quadratic`` or a value-model path (:data:`mpc.config.TerminalKind`).
+A worker thread prepares it (load, validate, build the Crocoddyl model, warm up) so the control
+loop never waits on a file; the loop installs a prepared terminal at a tick boundary, between two
+solves. In ``lockstep`` timing the loop waits for the worker at that boundary (sim time is frozen
+meanwhile), so runs stay deterministic; in ``wallclock`` timing it installs whatever is ready and
+keeps going.
 
 A refused request changes nothing: the old terminal keeps running, and the event says why.
 """

@@ -53,15 +53,16 @@ def plot_run(
     paths.append(save_figure(fig, out / "ee_error.png"))
 
     nq = a["tau"].shape[1]
-    fig, axes = plt.subplots(nq, 1, sharex=True, figsize=(8, 1.3 * nq + 1))
-    for j, ax in enumerate(np.atleast_1d(axes)):
+    fig, axes_grid = plt.subplots(nq, 1, sharex=True, figsize=(8, 1.3 * nq + 1), squeeze=False)
+    axes = axes_grid[:, 0]
+    for j, ax in enumerate(axes):
         ax.plot(t, a["tau"][:, j], lw=0.8)
         for sign in (-1, 1):
             ax.axhline(sign * torque_limits[j], color="tab:red", ls=":", lw=0.8)
         _shade_pushes(ax, pushes)
         ax.set_ylabel(f"j{j + 1} [N m]", fontsize=8)
-    np.atleast_1d(axes)[0].set_title("Commanded torques and limits")
-    np.atleast_1d(axes)[-1].set_xlabel("sim time [s]")
+    axes[0].set_title("Commanded torques and limits")
+    axes[-1].set_xlabel("sim time [s]")
     paths.append(save_figure(fig, out / "torques.png"))
 
     fig, ax = plt.subplots(figsize=(6, 3.5))

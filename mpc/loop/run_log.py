@@ -59,5 +59,5 @@ class RunLog:
         import io
 
         buf = io.BytesIO()
-        np.savez_compressed(buf, **self.arrays(), pushes=pushes, joint_names=np.array(joint_names))
+        np.savez_compressed(buf, **self.arrays(), pushes=pushes, joint_names=np.array(joint_names))  # type: ignore[arg-type]  # numpy's stub: **kwds could hold allow_pickle
         atomic_write_bytes(path, buf.getvalue())

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from sim import BulletArm, Disturbances, LinkNotFound, Recorder
+from sim import Disturbances, LinkNotFound, Recorder
+from sim.bullet_arm import BulletArm
 
 from ..config import Config, TerminalKind, dump_config, parse_terminal_kind
 from ..controller import MPCController, SolveStatus
@@ -103,7 +104,7 @@ class ClosedLoop:
         self.swapper = TerminalSwapper(
             self.ocp, self.prepare_terminal, wait_for_worker=cfg.mpc.timing == "lockstep"
         )
-        self.configured_terminal = kind
+        self.configured_terminal = str(kind)  # what a bridge "clear" swaps back to
         if terminal is None and builtin_terminal(cfg, kind) is None:
             try:  # a model path: validated now, so a bad file stops the run before it starts
                 prepared = self.prepare_terminal(kind, False, x0)
@@ -161,7 +162,7 @@ class ClosedLoop:
         if self._show_target:
             self.arm.set_marker(target)
 
-    # -- terminal swaps -----------------------------------------------------------------------------
+    # -- terminal swaps ---------------------------------------------------------------------------
     def request_terminal(
         self, spec: Request, force: bool = False, callback: SwapCallback | None = None
     ) -> None:
@@ -183,7 +184,7 @@ class ClosedLoop:
         assert isinstance(kind, Path)
         return prepare_value_terminal(kind, force, x, self.cfg, self.ocp)
 
-    # -- the loop ----------------------------------------------------------------------------------
+    # -- the loop ---------------------------------------------------------------------------------
     def run(self, progress: bool = True) -> RunResult:
         cfg, arm, ctrl = self.cfg, self.arm, self.controller
         sim_dt = arm.dt
@@ -316,7 +317,7 @@ class ClosedLoop:
             tolerance_m=tol,
         )
 
-    # -- outputs -----------------------------------------------------------------------------------
+    # -- outputs ----------------------------------------------------------------------------------
     def write_outputs(self, result: RunResult, out: Path, plots: bool = True) -> None:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", dump_config(self.cfg))

@@ -98,7 +98,7 @@ class Provenance(Strict):
 
 
 class ValueMetadata(Strict):
-    format: Literal["vmpc-value"] = FORMAT
+    format: Literal["vmpc-value"] = "vmpc-value"
     format_version: int = FORMAT_VERSION
     architecture: Architecture
     state: StateLayout
@@ -202,7 +202,7 @@ def _archive_metadata(zf: zipfile.ZipFile) -> bytes:
     return zf.read(names[0])
 
 
-def _parse_metadata(blob: bytes, path: Path) -> ValueMetadata:
+def _parse_metadata(blob: bytes | str, path: Path) -> ValueMetadata:
     try:
         raw = json.loads(blob)
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -271,7 +271,7 @@ def load_value_model(
     except Exception as exc:  # torch raises RuntimeError/ValueError of many shapes here
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueModelError(f"{path}: cannot load as TorchScript ({first[:160]})") from None
-    meta = _parse_metadata(extra[METADATA_FILE], Path(path))
+    meta = _parse_metadata(extra[METADATA_FILE], Path(path))  # bytes, though typed str
     arrays = {
         k: v.detach().to(torch.float64).numpy().copy() for k, v in module.state_dict().items()
     }

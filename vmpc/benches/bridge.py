@@ -14,6 +14,10 @@
 
 Subscribers are small scripts in their own processes (zmq and msgpack only: they start in a
 tenth of a second) so they never compete with the loop for the GIL.
+
+:func:`bench_bridge` measures, writes ``bench_bridge.json`` and returns a
+:class:`BridgeBenchResult`; it prints nothing (progress goes to its ``log`` callback, and the CLI
+formats the result).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +38,81 @@ import numpy as np
 
 from mpc.io import atomic_write_text
 
-__all__ = ["bench_bridge"]
+__all__ = ["RTF_SIDES", "BridgeBenchResult", "BridgeGoals", "BridgeMachine", "bench_bridge"]
+
+# The sides of the real-time-factor comparison: off; on at the default publish period with nobody
+# listening (the bridge's own cost), with a `vmpc watch`-like subscriber (newest state, 20 Hz);
+# and on at every tick with a subscriber that takes every message (the worst case: its process
+# shares the cores). Value: (publish_every, probe mode), None for the bridge off.
+RTF_SIDES: dict[str, tuple[int, str | None] | None] = {
+    "off": None,
+    "on_alone": (2, None),
+    "on_watch": (2, "watch"),
+    "on_all": (1, "drain"),
+}
+
+
+@dataclass(frozen=True)
+class BridgeGoals:
+    """The goals and whether this run met them."""
+
+    p99_ms: float  # state latency p99 at most this [ms]
+    rtf_ratio: float  # RTF with the bridge on (default period, watched) / off, at least this
+    p99_met: bool
+    rtf_met: bool
+
+
+@dataclass(frozen=True)
+class BridgeMachine:
+    """Where the benchmark ran; the 1-minute load average at its start and end."""
+
+    python: str
+    processor: str
+    machine: str
+    cores: int | None
+    load_1min: list[float]
+
+
+@dataclass(frozen=True)
+class BridgeBenchResult:
+    """What :func:`bench_bridge` measured; :meth:`to_dict` is the ``bench_bridge.json`` object.
+
+    ``latency``, ``publish_rate`` and ``rtf`` are the JSON blocks of the three measurements (see
+    the module docstring); ``rtf`` holds, per side of :data:`RTF_SIDES`, every run, the best and
+    the median, and for each bridge-on side ``ratio_best_<side>``, ``ratio_median_<side>`` and
+    ``cpu_ratio_best_<side>``."""
+
+    config: str
+    overrides: list[str]
+    duration_s: float  # sim seconds of the latency run
+    repeats: int  # interleaved RTF runs per side
+    rtf_seconds: float  # sim seconds of each RTF run
+    goals: BridgeGoals
+    latency: dict[str, Any]
+    publish_rate: dict[str, dict[str, Any]]  # "conflate_on", "conflate_off"
+    rtf: dict[str, Any]
+    machine: BridgeMachine
+    date: str
+    json_path: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "duration_s": self.duration_s,
+            "repeats": self.repeats,
+            "rtf_seconds": self.rtf_seconds,
+            "goals": asdict(self.goals),
+            "latency": self.latency,
+            "publish_rate": self.publish_rate,
+            "rtf": self.rtf,
+            "machine": asdict(self.machine),
+            "date": self.date,
+        }
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
 
 _PORTS = ["bridge.state_port=0", "bridge.command_port=0", "bridge.wrench_port=0"]
 
@@ -270,40 +350,34 @@ def _rtf_run(
                 if probe is not None:
                     probe.stop()
     s = res.summary
-    return s["real_time_factor"], cpu / (s["sim_steps"] * cfg.sim.timestep), s["deadline_misses"]
+    return s.real_time_factor, cpu / (s.sim_steps * cfg.sim.timestep), s.deadline_misses
 
 
 def _rtf(
-    config: str, overrides: list[str], repeats: int, seconds: float, tmp: Path, progress: bool
+    config: str,
+    overrides: list[str],
+    repeats: int,
+    seconds: float,
+    tmp: Path,
+    log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Bridge off and on, interleaved, order rotated every repeat. Other tenants of a shared
     machine only ever slow a run down, so the best run of each side is the estimate of what the
     bridge itself costs; the median of the per-repeat ratios is reported next to it."""
-    # off; on at the default publish period with nobody listening (the bridge's own cost), with
-    # a `vmpc watch`-like subscriber (newest state, 20 Hz), and on at every tick with a
-    # subscriber that takes every message (the worst case: its process shares the 2 cores).
-    sides: dict[str, tuple[int, str | None] | None] = {
-        "off": None,
-        "on_alone": (2, None),
-        "on_watch": (2, "watch"),
-        "on_all": (1, "drain"),
-    }
-    names = list(sides)
+    names = list(RTF_SIDES)
     rtf: dict[str, list[float]] = {k: [] for k in names}
     cpu: dict[str, list[float]] = {k: [] for k in names}
     misses: dict[str, list[int]] = {k: [] for k in names}
     for rep in range(repeats):
         for side in names[rep % len(names) :] + names[: rep % len(names)]:
-            r, c, m = _rtf_run(config, overrides, sides[side], seconds, tmp)
+            r, c, m = _rtf_run(config, overrides, RTF_SIDES[side], seconds, tmp)
             rtf[side].append(r)
             cpu[side].append(c)
             misses[side].append(m)
-        if progress:
-            print(
-                "  RTF off / on alone / on, watched / on, every message taken: "
-                + " / ".join(f"{rtf[k][-1]:.2f}x" for k in names),
-                file=sys.stderr,
-            )
+        log(
+            "  RTF off / on alone / on, watched / on, every message taken: "
+            + " / ".join(f"{rtf[k][-1]:.2f}x" for k in names)
+        )
     out: dict[str, Any] = {
         "runs": rtf,
         "cpu_s_per_sim_s": cpu,
@@ -325,119 +399,54 @@ def bench_bridge(
     repeats: int = 8,
     out: Path = Path("runs/bench"),
     overrides: list[str] | None = None,
-    progress: bool = True,
+    log: Callable[[str], None] | None = None,
     goal_p99_ms: float = 1.0,
     goal_rtf_ratio: float = 0.9,
     rtf_seconds: float = 1.0,
-) -> dict[str, Any]:
+) -> BridgeBenchResult:
+    """Measure latency, publish rate and the real-time factor with the bridge off and on, write
+    ``out/bench_bridge.json`` and return the result. ``log`` gets a line as each stage starts
+    and after every RTF repeat (default: nowhere)."""
+    say = log or _quiet
     overrides = list(overrides or [])
     load0 = os.getloadavg()[0]  # others' work on a shared machine skews every timing here
     with tempfile.TemporaryDirectory(prefix="vmpc-bench-bridge-") as tmpdir:
         tmp = Path(tmpdir)
-        if progress:
-            print("bench bridge: latency at 1 kHz (wallclock) ...", file=sys.stderr)
+        say("bench bridge: latency at 1 kHz (wallclock) ...")
         lat = _latency(config, overrides, duration, tmp)
-        if progress:
-            print("bench bridge: publish rate ...", file=sys.stderr)
+        say("bench bridge: publish rate ...")
         rate = {
             "conflate_on": _publish_rate(config, overrides, 1.0, tmp, True),
             "conflate_off": _publish_rate(config, overrides, 1.0, tmp, False),
         }
-        if progress:
-            print("bench bridge: real-time factor, bridge off vs on ...", file=sys.stderr)
-        rtf = _rtf(config, overrides, repeats, rtf_seconds, tmp, progress)
+        say("bench bridge: real-time factor, bridge off vs on ...")
+        rtf = _rtf(config, overrides, repeats, rtf_seconds, tmp, say)
     load1 = os.getloadavg()[0]
-
-    L, C, H = lat["latency_ms"], lat["command_to_effect_ticks"], lat["hook_us"]
-
-    def f(x: float | None, d: int = 3) -> str:
-        return "n/a" if x is None else f"{x:.{d}f}"
-
-    def rtf_row(k: str) -> str:
-        return (
-            f"{rtf['best'][k]:.2f}x best, ratio {rtf[f'ratio_best_{k}']:.3f} (median of "
-            f"ratios {rtf[f'ratio_median_{k}']:.3f}, "
-            f"CPU time {rtf[f'cpu_ratio_best_{k}']:.3f})"
-        )
-
-    rows = [
-        (
-            "state latency, publish -> receive",
-            f"p50 {f(L['p50'])} ms, p99 {f(L['p99'])} ms, "
-            f"max {f(L['max'])} ms ({L['n']} msgs at 1 kHz)",
+    p99 = lat["latency_ms"]["p99"]
+    result = BridgeBenchResult(
+        config=config,
+        overrides=overrides,
+        duration_s=duration,
+        repeats=repeats,
+        rtf_seconds=rtf_seconds,
+        goals=BridgeGoals(
+            p99_ms=goal_p99_ms,
+            rtf_ratio=goal_rtf_ratio,
+            p99_met=p99 is not None and p99 <= goal_p99_ms,
+            rtf_met=rtf["ratio_best_on_watch"] >= goal_rtf_ratio,
         ),
-        ("messages lost", f"{lat['lost']} of {lat['published']} (subscriber not conflating)"),
-        (
-            "command -> applied",
-            f"p50 {f(C['applied_p50'], 1)} ticks, max "
-            f"{f(C['applied_max'], 0)} ({C['commands']} commands, "
-            f"set_target and push alternately)",
+        latency=lat,
+        publish_rate=rate,
+        rtf=rtf,
+        machine=BridgeMachine(
+            python=platform.python_version(),
+            processor=platform.processor(),
+            machine=platform.machine(),
+            cores=os.cpu_count(),
+            load_1min=[load0, load1],
         ),
-        (
-            "command -> visible in stream",
-            f"p50 {f(C['visible_p50'], 1)} ticks, max {f(C['visible_max'], 0)}",
-        ),
-        (
-            "bridge work per tick (1 kHz)",
-            f"p50 {f(H['p50'], 1)} us, p99 {f(H['p99'], 1)} us, max {f(H['max'], 1)} us",
-        ),
-        (
-            "max publish rate",
-            f"{rate['conflate_on']['sent_per_s']:,.0f} msg/s from the publish "
-            f"path; a counting subscriber gets "
-            f"{rate['conflate_off']['received_per_s']:,.0f} msg/s (conflate "
-            f"off), {rate['conflate_on']['received_per_s']:,.0f} (on)",
-        ),
-        (
-            "RTF lockstep, bridge off",
-            f"{rtf['best']['off']:.2f}x best, {rtf['median']['off']:.2f}x median",
-        ),
-        ("RTF on, every 2 ticks, no subscriber", rtf_row("on_alone")),
-        ("RTF on, every 2 ticks, watched", rtf_row("on_watch")),
-        ("RTF on, every tick, all taken", rtf_row("on_all")),
-        (
-            "machine load (1 min)",
-            f"{load0:.1f} at start, {load1:.1f} at the end, {os.cpu_count()} cores",
-        ),
-    ]
-    width = max(len(k) for k, _ in rows)
-    print(
-        f"vmpc bench bridge: {config}, loopback, {repeats} interleaved {rtf_seconds:g} s RTF "
-        f"runs per side"
+        date=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        json_path=Path(out) / "bench_bridge.json",
     )
-    for k, v in rows:
-        print(f"  {k:<{width}}  {v}")
-    p99_ok = L["p99"] is not None and L["p99"] <= goal_p99_ms
-    rtf_ok = rtf["ratio_best_on_watch"] >= goal_rtf_ratio
-    print(
-        f"p99 latency {'meets' if p99_ok else 'MISSES'} the goal of <= {goal_p99_ms:g} ms; "
-        f"RTF ratio (default period, watched) {'meets' if rtf_ok else 'MISSES'} the goal of "
-        f">= {goal_rtf_ratio:g}x"
-    )
-    result = {
-        "config": config,
-        "duration_s": duration,
-        "repeats": repeats,
-        "rtf_seconds": rtf_seconds,
-        "goals": {
-            "p99_ms": goal_p99_ms,
-            "rtf_ratio": goal_rtf_ratio,
-            "p99_met": p99_ok,
-            "rtf_met": rtf_ok,
-        },
-        "latency": lat,
-        "publish_rate": rate,
-        "rtf": rtf,
-        "machine": {
-            "python": platform.python_version(),
-            "processor": platform.processor(),
-            "machine": platform.machine(),
-            "cores": os.cpu_count(),
-            "load_1min": [load0, load1],
-        },
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    out = Path(out)
-    atomic_write_text(out / "bench_bridge.json", json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out / 'bench_bridge.json'}")
+    atomic_write_text(result.json_path, json.dumps(result.to_dict(), indent=2) + "\n")
     return result

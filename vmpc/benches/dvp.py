@@ -1,12 +1,17 @@
 """Data-generation throughput of DVP: OCP solves per second on each executor and worker count,
-measured side by side on the same problems (iteration 0: zero terminal)."""
+measured side by side on the same problems (iteration 0: zero terminal).
+
+:func:`bench_throughput` measures, writes ``bench_dvp_<system>.json`` and returns a
+:class:`ThroughputResult`; it prints nothing (the CLI formats the result).
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 from pydantic import TypeAdapter
@@ -16,61 +21,97 @@ from learning.dvp.executors import ExecutorError, ExecutorSpec, make_executor
 from learning.dvp.systems import SystemSpec, make_system
 from mpc.io import atomic_write_text
 
-__all__ = ["bench_throughput"]
+__all__ = ["ExecutorFailure", "ThroughputResult", "ThroughputRow", "bench_throughput"]
+
+
+@dataclass(frozen=True)
+class ThroughputRow:
+    """One executor and worker count: the timed solves and the speed-up over one worker of the
+    same executor (None when one worker was not measured)."""
+
+    executor: str
+    workers: int
+    solves: int
+    ok: int
+    wall_s: float
+    solves_per_s: float
+    speedup_vs_1: float | None
+
+
+@dataclass(frozen=True)
+class ExecutorFailure:
+    """An executor that could not run (e.g. ray not installed)."""
+
+    executor: str
+    workers: int
+    error: str
+
+
+@dataclass(frozen=True)
+class ThroughputResult:
+    """What :func:`bench_throughput` measured; :meth:`to_dict` is the JSON object."""
+
+    system: str
+    samples: int
+    horizon: int
+    rows: list[ThroughputRow | ExecutorFailure]
+    date: str
+    json_path: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "system": self.system,
+            "samples": self.samples,
+            "horizon": self.horizon,
+            "rows": [asdict(r) for r in self.rows],
+            "date": self.date,
+        }
 
 
 def bench_throughput(
     cfg: DVPConfig, samples: int, settings: list[tuple[str, int]], out: Path
-) -> dict[str, Any]:
+) -> ThroughputResult:
+    """Solve the same ``samples`` problems on each (executor kind, workers) of ``settings``
+    after a warm-up, write ``out/bench_dvp_<system>.json`` and return the result."""
     system = make_system(cfg.system)
     spec_json = TypeAdapter(SystemSpec).dump_json(cfg.system).decode()
-    rows = system.sample(samples, np.random.default_rng(cfg.seed))
+    problems = system.sample(samples, np.random.default_rng(cfg.seed))
     T = cfg.dvp.horizon
-    results = []
+    measured: list[ThroughputRow | ExecutorFailure] = []
     for kind, workers in settings:
-        spec = ExecutorSpec(kind=kind, workers=workers, chunk=cfg.executor.chunk)
+        spec = ExecutorSpec(
+            kind=cast(Literal["local", "ray"], kind), workers=workers, chunk=cfg.executor.chunk
+        )
         try:
             with make_executor(spec, spec_json) as ex:
                 # Start-up (imports, building the problems) on every worker, outside the timing.
-                ex.map(rows[: 8 * workers], T, None, T, cfg.dvp.maxiter)
+                ex.map(problems[: 8 * workers], T, None, T, cfg.dvp.maxiter)
                 t0 = time.perf_counter()
-                outs = ex.map(rows, T, None, T, cfg.dvp.maxiter)
+                outs = ex.map(problems, T, None, T, cfg.dvp.maxiter)
                 wall = time.perf_counter() - t0
         except ExecutorError as exc:
-            results.append({"executor": kind, "workers": workers, "error": str(exc)})
+            measured.append(ExecutorFailure(kind, workers, str(exc)))
             continue
-        results.append(
-            {
-                "executor": kind,
-                "workers": workers,
-                "solves": len(outs),
-                "ok": sum(o.ok for o in outs),
-                "wall_s": wall,
-                "solves_per_s": len(outs) / wall,
-            }
-        )
+        n_ok = sum(o.ok for o in outs)
+        measured.append(ThroughputRow(kind, workers, len(outs), n_ok, wall, len(outs) / wall, None))
     base = {
-        r["executor"]: r["solves_per_s"]
-        for r in results
-        if r.get("workers") == 1 and "solves_per_s" in r
+        r.executor: r.solves_per_s
+        for r in measured
+        if isinstance(r, ThroughputRow) and r.workers == 1
     }
-    print(f"vmpc bench dvp: {system.name}, {samples} OCPs of horizon {T}, zero terminal")
-    print(f"{'executor':>9} {'workers':>8} {'OCP/s':>9} {'speed-up':>9}")
-    for r in results:
-        if "error" in r:
-            print(f"{r['executor']:>9} {r['workers']:>8}  {r['error']}")
-            continue
-        r["speedup_vs_1"] = (
-            r["solves_per_s"] / base[r["executor"]] if r["executor"] in base else None
-        )
-        sp = f"{r['speedup_vs_1']:.2f}x" if r["speedup_vs_1"] else "-"
-        print(f"{r['executor']:>9} {r['workers']:>8} {r['solves_per_s']:>9.1f} {sp:>9}")
-    result = {
-        "system": system.name,
-        "samples": samples,
-        "horizon": T,
-        "rows": results,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    atomic_write_text(out / f"bench_dvp_{system.name}.json", json.dumps(result, indent=2) + "\n")
+    rows = [
+        replace(r, speedup_vs_1=r.solves_per_s / base[r.executor] if r.executor in base else None)
+        if isinstance(r, ThroughputRow)
+        else r
+        for r in measured
+    ]
+    result = ThroughputResult(
+        system=system.name,
+        samples=samples,
+        horizon=T,
+        rows=rows,
+        date=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        json_path=out / f"bench_dvp_{system.name}.json",
+    )
+    atomic_write_text(result.json_path, json.dumps(result.to_dict(), indent=2) + "\n")
     return result

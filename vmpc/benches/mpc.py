@@ -4,6 +4,9 @@ For each horizon T the closed loop runs in the simulator; at every replan the co
 replan (warm start, solve, plan extraction, activation) and a raw ``solver.solve`` of a twin
 problem from the same measured state are timed back to back, in alternating order so neither
 gets the warmer cache. A second, plain closed-loop run gives the real-time factor.
+
+:func:`bench_mpc` measures, writes ``bench_mpc.json`` and returns a :class:`MpcBenchResult`; it
+prints nothing (the CLI formats the result).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +24,81 @@ from mpc.config import load_config
 from mpc.io import atomic_write_text
 from mpc.loop import ClosedLoop
 from mpc.ocp import ReachingOCP
+from mpc.progress import progress_bar
 
-__all__ = ["bench_mpc"]
+__all__ = ["Machine", "MpcBenchResult", "MpcBenchRow", "bench_mpc"]
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Where a benchmark ran."""
+
+    python: str
+    processor: str
+    machine: str
+
+    @classmethod
+    def here(cls) -> Machine:
+        return cls(platform.python_version(), platform.processor(), platform.machine())
+
+
+@dataclass(frozen=True)
+class MpcBenchRow:
+    """One horizon: replan times [ms] of ours and of raw Crocoddyl, their ratios, and the
+    real-time factor of a plain closed-loop run."""
+
+    horizon: int
+    ours_ms_p50: float
+    ours_ms_p99: float
+    raw_ms_p50: float
+    raw_ms_p99: float
+    ours_solver_only_ms_p50: float
+    real_time_factor: float
+    ratio_p50: float
+    ratio_p99: float
+
+
+@dataclass(frozen=True)
+class MpcBenchResult:
+    """What :func:`bench_mpc` measured; :meth:`to_dict` is the ``bench_mpc.json`` object."""
+
+    config: str
+    overrides: list[str]
+    dt: float  # [s] knot spacing
+    nthreads: int
+    replans: int  # timed replans per horizon
+    replan_every: int  # sim steps between replans
+    goal_ratio: float
+    worst_ratio_p50: float
+    rows: list[MpcBenchRow]
+    machine: Machine
+    date: str
+    json_path: Path
+
+    @property
+    def meets_goal(self) -> bool:
+        """The worst median ratio is within the goal."""
+        return self.worst_ratio_p50 <= self.goal_ratio
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "dt": self.dt,
+            "nthreads": self.nthreads,
+            "replans": self.replans,
+            "goal_ratio": self.goal_ratio,
+            "worst_ratio_p50": self.worst_ratio_p50,
+            "rows": [asdict(r) for r in self.rows],
+            "machine": asdict(self.machine),
+            "date": self.date,
+        }
 
 
 def _pct(a: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(a), q))
 
 
-def _bench_horizon(config: str, T: int, replans: int, overrides: list[str]) -> dict[str, Any]:
+def _bench_horizon(config: str, T: int, replans: int, overrides: list[str]) -> MpcBenchRow:
     cfg = load_config(
         config,
         [
@@ -39,7 +109,10 @@ def _bench_horizon(config: str, T: int, replans: int, overrides: list[str]) -> d
             "disturbances.schedule=[]",
         ],
     )
-    ours_ms, raw_ms, inner_ms = [], [], []
+    ours_ms: list[float] = []
+    raw_ms: list[float] = []
+    inner_ms: list[float] = []
+    ours = raw = 0.0
     with ClosedLoop(cfg) as loop:
         arm, ctrl, nq = loop.arm, loop.controller, loop.robot.nq
         x = np.zeros(2 * nq)
@@ -88,18 +161,19 @@ def _bench_horizon(config: str, T: int, replans: int, overrides: list[str]) -> d
     )
     with ClosedLoop(rt_cfg) as loop:
         rtf = loop.run(progress=False).summary.real_time_factor
-    row = {
-        "horizon": T,
-        "ours_ms_p50": _pct(ours_ms, 50),
-        "ours_ms_p99": _pct(ours_ms, 99),
-        "raw_ms_p50": _pct(raw_ms, 50),
-        "raw_ms_p99": _pct(raw_ms, 99),
-        "ours_solver_only_ms_p50": _pct(inner_ms, 50),
-        "real_time_factor": rtf,
-    }
-    row["ratio_p50"] = row["ours_ms_p50"] / row["raw_ms_p50"]
-    row["ratio_p99"] = row["ours_ms_p99"] / row["raw_ms_p99"]
-    return row
+    ours_p50, ours_p99 = _pct(ours_ms, 50), _pct(ours_ms, 99)
+    raw_p50, raw_p99 = _pct(raw_ms, 50), _pct(raw_ms, 99)
+    return MpcBenchRow(
+        horizon=T,
+        ours_ms_p50=ours_p50,
+        ours_ms_p99=ours_p99,
+        raw_ms_p50=raw_p50,
+        raw_ms_p99=raw_p99,
+        ours_solver_only_ms_p50=_pct(inner_ms, 50),
+        real_time_factor=rtf,
+        ratio_p50=ours_p50 / raw_p50,
+        ratio_p99=ours_p99 / raw_p99,
+    )
 
 
 def bench_mpc(
@@ -110,47 +184,28 @@ def bench_mpc(
     overrides: list[str] | None = None,
     progress: bool = True,
     goal_ratio: float = 1.2,
-) -> dict[str, Any]:
-    from tqdm import tqdm
-
-    rows = []
-    for T in tqdm(horizons, desc="bench mpc", unit="horizon", disable=not progress, leave=False):
-        rows.append(_bench_horizon(config, T, replans, overrides or []))
-    cfg = load_config(config, overrides or [])
-    header = (
-        f"vmpc bench mpc: 1 warm-started FDDP iteration per replan, dt {cfg.ocp.dt} s, "
-        f"nthreads {cfg.mpc.nthreads}, {replans} replans per T, replan every "
-        f"{cfg.mpc.replan_every} sim step(s)"
+) -> MpcBenchResult:
+    """Time ``replans`` replans per horizon against raw Crocoddyl, write ``out/bench_mpc.json``
+    and return the result. ``progress``: a bar over the horizons (on a terminal only)."""
+    overrides = list(overrides or [])
+    rows = [
+        _bench_horizon(config, T, replans, overrides)
+        for T in progress_bar(horizons, enabled=progress, desc="bench mpc", unit="horizon")
+    ]
+    cfg = load_config(config, overrides)
+    result = MpcBenchResult(
+        config=config,
+        overrides=overrides,
+        dt=cfg.ocp.dt,
+        nthreads=cfg.mpc.nthreads,
+        replans=replans,
+        replan_every=cfg.mpc.replan_every,
+        goal_ratio=goal_ratio,
+        worst_ratio_p50=max(r.ratio_p50 for r in rows),
+        rows=rows,
+        machine=Machine.here(),
+        date=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        json_path=out / "bench_mpc.json",
     )
-    print(header)
-    print(
-        f"{'T':>5} {'ours p50':>10} {'raw p50':>10} {'ratio':>7} {'ours p99':>10} "
-        f"{'raw p99':>10} {'ratio':>7} {'RTF':>7}"
-    )
-    for r in rows:
-        print(
-            f"{r['horizon']:>5} {r['ours_ms_p50']:>8.3f}ms {r['raw_ms_p50']:>8.3f}ms "
-            f"{r['ratio_p50']:>6.2f}x {r['ours_ms_p99']:>8.3f}ms {r['raw_ms_p99']:>8.3f}ms "
-            f"{r['ratio_p99']:>6.2f}x {r['real_time_factor']:>6.2f}x"
-        )
-    worst = max(r["ratio_p50"] for r in rows)
-    verdict = "meets" if worst <= goal_ratio else "MISSES"
-    print(f"worst p50 ratio {worst:.2f}x: {verdict} the goal of <= {goal_ratio}x of raw Crocoddyl")
-    result = {
-        "config": config,
-        "dt": cfg.ocp.dt,
-        "nthreads": cfg.mpc.nthreads,
-        "replans": replans,
-        "goal_ratio": goal_ratio,
-        "worst_ratio_p50": worst,
-        "rows": rows,
-        "machine": {
-            "python": platform.python_version(),
-            "processor": platform.processor(),
-            "machine": platform.machine(),
-        },
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    atomic_write_text(out / "bench_mpc.json", json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out / 'bench_mpc.json'}")
+    atomic_write_text(result.json_path, json.dumps(result.to_dict(), indent=2) + "\n")
     return result

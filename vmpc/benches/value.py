@@ -4,6 +4,9 @@ Prints per-call calc and calcDiff times of the fast float64 path and the TorchSc
 the time of one FDDP iteration with each, against the same iteration with the C++ quadratic
 terminal, for several horizons. Every iteration starts from the same converged solution of its
 own problem, and the three problems are timed in rotation so none gets the warmer cache.
+
+:func:`bench_value` measures, writes ``bench_value.json`` and returns a
+:class:`ValueBenchResult`; it prints nothing (the CLI formats the result).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,62 @@ from mpc.robot_model import RobotModel, build_robot
 from mpc.value.artifact import StateLayout, ValueModel, load_value_model, task_fingerprint
 from mpc.value.terminal import LearnedValueTerminal
 
-__all__ = ["bench_value"]
+__all__ = ["TERMINALS", "CallTimes", "ValueBenchResult", "ValueBenchRow", "bench_value"]
+
+# The C++ quadratic terminal, then the learned value's two evaluation paths.
+TERMINALS = ("quadratic", "fast", "torchscript")
+
+
+@dataclass(frozen=True)
+class CallTimes:
+    """Per-call time of a terminal model [us]: calc, and calcDiff after a calc at the same x."""
+
+    calc_us: float
+    calc_diff_us: float
+
+
+@dataclass(frozen=True)
+class ValueBenchRow:
+    """One horizon: median time [ms] of one FDDP iteration with each terminal, from a fixed
+    converged solution and warm-started along a drifting x0 (``_warm``), and the ratios of the
+    learned paths to the C++ quadratic."""
+
+    horizon: int
+    quadratic_ms_p50: float
+    fast_ms_p50: float
+    torchscript_ms_p50: float
+    quadratic_warm_ms_p50: float
+    fast_warm_ms_p50: float
+    torchscript_warm_ms_p50: float
+    ratio_fast: float
+    ratio_torchscript: float
+    ratio_fast_warm: float
+    ratio_torchscript_warm: float
+
+
+@dataclass(frozen=True)
+class ValueBenchResult:
+    """What :func:`bench_value` measured; :meth:`to_dict` is the ``bench_value.json`` object."""
+
+    model: str  # the artifact's model id
+    architecture: str  # e.g. "residual"
+    hidden: list[int]
+    residual_dim: int | None
+    iterations: int  # timed FDDP iterations per horizon and terminal
+    calls: dict[str, CallTimes]  # by terminal, in the order they were timed
+    rows: list[ValueBenchRow]
+    date: str
+    json_path: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "calls_us": {
+                k: {"calc": v.calc_us, "calcDiff": v.calc_diff_us} for k, v in self.calls.items()
+            },
+            "rows": [asdict(r) for r in self.rows],
+            "date": self.date,
+        }
 
 
 def _random_artifact(cfg: Config, robot: RobotModel, folder: Path) -> Path:
@@ -47,7 +106,7 @@ def _random_artifact(cfg: Config, robot: RobotModel, folder: Path) -> Path:
     return path
 
 
-def _per_call_us(model, x: np.ndarray, n: int) -> tuple[float, float]:
+def _per_call_us(model: Any, x: np.ndarray, n: int) -> CallTimes:
     """calc at alternating states (no cache hits), and calcDiff after a calc at the same x
     (as in FDDP's backward pass): calc+calcDiff pairs minus the calc time."""
     data = model.createData()
@@ -61,7 +120,7 @@ def _per_call_us(model, x: np.ndarray, n: int) -> tuple[float, float]:
         model.calcDiff(data, xs[i & 1])
     t2 = time.perf_counter()
     calc = (t1 - t0) / n
-    return calc * 1e6, ((t2 - t1) / n - calc) * 1e6
+    return CallTimes(calc * 1e6, ((t2 - t1) / n - calc) * 1e6)
 
 
 def bench_value(
@@ -71,7 +130,10 @@ def bench_value(
     iterations: int,
     out: Path,
     overrides: list[str] | None = None,
-) -> dict[str, Any]:
+) -> ValueBenchResult:
+    """Time the terminal models of ``value`` (default: a random default-sized residual network)
+    and one FDDP iteration with each for every horizon, write ``out/bench_value.json`` and
+    return the result."""
     cfg = load_config(config, overrides or [])
     _, robot = build_robot(cfg)
     x0 = np.concatenate([np.asarray(cfg.robot.q0, float), np.zeros(robot.nq)])
@@ -81,10 +143,11 @@ def bench_value(
         else:
             path, allowed = Path(value), cfg.value.allowed_dirs
         model: ValueModel = load_value_model(path, allowed)
-    rows, calls = [], {}
+    rows: list[ValueBenchRow] = []
+    calls: dict[str, CallTimes] = {}
     for T in horizons:
         ocp_spec = cfg.ocp.model_copy(update={"horizon": T})
-        problems = {
+        problems: dict[str, ReachingOCP] = {
             "quadratic": ReachingOCP(
                 robot,
                 ocp_spec,
@@ -97,12 +160,12 @@ def bench_value(
             problems[ev] = ReachingOCP(
                 robot, ocp_spec, np.asarray(cfg.task.target), LearnedValueTerminal(model, ev), x0
             )
-        inits = {}
+        inits: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
         for name, ocp in problems.items():
             g = robot.gravity_torques(x0[: robot.nq])
             ocp.solver.solve([x0] * (T + 1), [g] * T, 50, False)
             inits[name] = (list(ocp.solver.xs), list(ocp.solver.us))
-            if name != "quadratic" and not calls.get(name):
+            if name != "quadratic" and name not in calls:
                 calls[name] = _per_call_us(ocp.problem.terminalModel, ocp.solver.xs[-1], 2000)
         if "quadratic" not in calls:
             calls["quadratic"] = _per_call_us(problems["quadratic"].problem.terminalModel, x0, 2000)
@@ -131,41 +194,31 @@ def bench_value(
         med = {k: float(np.median(v)) for k, v in fixed.items()}
         mch = {k: float(np.median(v)) for k, v in chain.items()}
         rows.append(
-            {
-                "horizon": T,
-                **{f"{k}_ms_p50": v for k, v in med.items()},
-                **{f"{k}_warm_ms_p50": v for k, v in mch.items()},
-                "ratio_fast": med["fast"] / med["quadratic"],
-                "ratio_torchscript": med["torchscript"] / med["quadratic"],
-                "ratio_fast_warm": mch["fast"] / mch["quadratic"],
-                "ratio_torchscript_warm": mch["torchscript"] / mch["quadratic"],
-            }
-        )
-    print(
-        f"vmpc bench value: {model.model_id} ({model.metadata.architecture.kind}, hidden "
-        f"{model.metadata.architecture.hidden}, residual {model.metadata.architecture.residual_dim})"
-    )
-    print(f"{'terminal':>12} {'calc us':>9} {'calcDiff us':>12}")
-    for k in ("quadratic", "fast", "torchscript"):
-        print(f"{k:>12} {calls[k][0]:>9.1f} {calls[k][1]:>12.1f}")
-    for title, sfx in (
-        ("from a fixed converged solution", ""),
-        ("warm-started from the previous iteration, x0 drifting (MPC-like)", "_warm"),
-    ):
-        print(f"one FDDP iteration {title}, median of {iterations}:")
-        print(f"{'T':>5} {'C++ quad':>10} {'fast':>10} {'ratio':>7} {'torchscr.':>10} {'ratio':>7}")
-        for r in rows:
-            print(
-                f"{r['horizon']:>5} {r[f'quadratic{sfx}_ms_p50']:>8.3f}ms "
-                f"{r[f'fast{sfx}_ms_p50']:>8.3f}ms {r[f'ratio_fast{sfx}']:>6.2f}x "
-                f"{r[f'torchscript{sfx}_ms_p50']:>8.3f}ms {r[f'ratio_torchscript{sfx}']:>6.2f}x"
+            ValueBenchRow(
+                horizon=T,
+                quadratic_ms_p50=med["quadratic"],
+                fast_ms_p50=med["fast"],
+                torchscript_ms_p50=med["torchscript"],
+                quadratic_warm_ms_p50=mch["quadratic"],
+                fast_warm_ms_p50=mch["fast"],
+                torchscript_warm_ms_p50=mch["torchscript"],
+                ratio_fast=med["fast"] / med["quadratic"],
+                ratio_torchscript=med["torchscript"] / med["quadratic"],
+                ratio_fast_warm=mch["fast"] / mch["quadratic"],
+                ratio_torchscript_warm=mch["torchscript"] / mch["quadratic"],
             )
-    result = {
-        "model": model.model_id,
-        "calls_us": {k: {"calc": v[0], "calcDiff": v[1]} for k, v in calls.items()},
-        "rows": rows,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    atomic_write_text(out / "bench_value.json", json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out / 'bench_value.json'}")
+        )
+    arch = model.metadata.architecture
+    result = ValueBenchResult(
+        model=model.model_id,
+        architecture=arch.kind,
+        hidden=list(arch.hidden),
+        residual_dim=arch.residual_dim,
+        iterations=iterations,
+        calls=calls,
+        rows=rows,
+        date=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        json_path=out / "bench_value.json",
+    )
+    atomic_write_text(result.json_path, json.dumps(result.to_dict(), indent=2) + "\n")
     return result

@@ -8,18 +8,217 @@ real-time factor with the bridge on vs off), sobolev (samples Sobolev regression
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .common import EXIT_OK, add_config, add_group, add_out, add_quiet, add_set
 
-__all__ = ["add_bench_commands"]
+if TYPE_CHECKING:
+    from vmpc.benches.bridge import BridgeBenchResult
+    from vmpc.benches.dvp import ThroughputResult
+    from vmpc.benches.mpc import MpcBenchResult
+    from vmpc.benches.sobolev import SobolevBenchResult
+    from vmpc.benches.value import ValueBenchResult
+
+__all__ = [
+    "add_bench_commands",
+    "format_bridge",
+    "format_dvp",
+    "format_mpc",
+    "format_sobolev",
+    "format_value",
+]
 
 
+# -- tables: what each verb prints -----------------------------------------------------------
+def format_mpc(result: MpcBenchResult) -> list[str]:
+    """The ``vmpc bench mpc`` table: replan times per horizon, ratios, RTF and the verdict."""
+    lines = [
+        f"vmpc bench mpc: 1 warm-started FDDP iteration per replan, dt {result.dt} s, "
+        f"nthreads {result.nthreads}, {result.replans} replans per T, replan every "
+        f"{result.replan_every} sim step(s)",
+        f"{'T':>5} {'ours p50':>10} {'raw p50':>10} {'ratio':>7} {'ours p99':>10} "
+        f"{'raw p99':>10} {'ratio':>7} {'RTF':>7}",
+    ]
+    for r in result.rows:
+        lines.append(
+            f"{r.horizon:>5} {r.ours_ms_p50:>8.3f}ms {r.raw_ms_p50:>8.3f}ms "
+            f"{r.ratio_p50:>6.2f}x {r.ours_ms_p99:>8.3f}ms {r.raw_ms_p99:>8.3f}ms "
+            f"{r.ratio_p99:>6.2f}x {r.real_time_factor:>6.2f}x"
+        )
+    verdict = "meets" if result.meets_goal else "MISSES"
+    lines.append(
+        f"worst p50 ratio {result.worst_ratio_p50:.2f}x: {verdict} the goal of "
+        f"<= {result.goal_ratio}x of raw Crocoddyl"
+    )
+    return lines
+
+
+def format_value(result: ValueBenchResult) -> list[str]:
+    """The ``vmpc bench value`` tables: per-call times, then one FDDP iteration per horizon."""
+    from vmpc.benches.value import TERMINALS
+
+    lines = [
+        f"vmpc bench value: {result.model} ({result.architecture}, hidden "
+        f"{result.hidden}, residual {result.residual_dim})",
+        f"{'terminal':>12} {'calc us':>9} {'calcDiff us':>12}",
+    ]
+    for k in TERMINALS:
+        c = result.calls[k]
+        lines.append(f"{k:>12} {c.calc_us:>9.1f} {c.calc_diff_us:>12.1f}")
+    for title, warm in (
+        ("from a fixed converged solution", False),
+        ("warm-started from the previous iteration, x0 drifting (MPC-like)", True),
+    ):
+        lines.append(f"one FDDP iteration {title}, median of {result.iterations}:")
+        lines.append(
+            f"{'T':>5} {'C++ quad':>10} {'fast':>10} {'ratio':>7} {'torchscr.':>10} {'ratio':>7}"
+        )
+        for r in result.rows:
+            quad, fast, ts, rf, rts = (
+                (
+                    r.quadratic_warm_ms_p50,
+                    r.fast_warm_ms_p50,
+                    r.torchscript_warm_ms_p50,
+                    r.ratio_fast_warm,
+                    r.ratio_torchscript_warm,
+                )
+                if warm
+                else (
+                    r.quadratic_ms_p50,
+                    r.fast_ms_p50,
+                    r.torchscript_ms_p50,
+                    r.ratio_fast,
+                    r.ratio_torchscript,
+                )
+            )
+            lines.append(
+                f"{r.horizon:>5} {quad:>8.3f}ms {fast:>8.3f}ms {rf:>6.2f}x "
+                f"{ts:>8.3f}ms {rts:>6.2f}x"
+            )
+    return lines
+
+
+def format_bridge(result: BridgeBenchResult) -> list[str]:
+    """The ``vmpc bench bridge`` table: one labelled line per figure, then the goals."""
+    lat, rate, rtf = result.latency, result.publish_rate, result.rtf
+    L, C, H = lat["latency_ms"], lat["command_to_effect_ticks"], lat["hook_us"]
+    load0, load1 = result.machine.load_1min
+
+    def f(x: float | None, d: int = 3) -> str:
+        return "n/a" if x is None else f"{x:.{d}f}"
+
+    def rtf_row(k: str) -> str:
+        return (
+            f"{rtf['best'][k]:.2f}x best, ratio {rtf[f'ratio_best_{k}']:.3f} (median of "
+            f"ratios {rtf[f'ratio_median_{k}']:.3f}, "
+            f"CPU time {rtf[f'cpu_ratio_best_{k}']:.3f})"
+        )
+
+    rows = [
+        (
+            "state latency, publish -> receive",
+            f"p50 {f(L['p50'])} ms, p99 {f(L['p99'])} ms, "
+            f"max {f(L['max'])} ms ({L['n']} msgs at 1 kHz)",
+        ),
+        ("messages lost", f"{lat['lost']} of {lat['published']} (subscriber not conflating)"),
+        (
+            "command -> applied",
+            f"p50 {f(C['applied_p50'], 1)} ticks, max "
+            f"{f(C['applied_max'], 0)} ({C['commands']} commands, "
+            f"set_target and push alternately)",
+        ),
+        (
+            "command -> visible in stream",
+            f"p50 {f(C['visible_p50'], 1)} ticks, max {f(C['visible_max'], 0)}",
+        ),
+        (
+            "bridge work per tick (1 kHz)",
+            f"p50 {f(H['p50'], 1)} us, p99 {f(H['p99'], 1)} us, max {f(H['max'], 1)} us",
+        ),
+        (
+            "max publish rate",
+            f"{rate['conflate_on']['sent_per_s']:,.0f} msg/s from the publish "
+            f"path; a counting subscriber gets "
+            f"{rate['conflate_off']['received_per_s']:,.0f} msg/s (conflate "
+            f"off), {rate['conflate_on']['received_per_s']:,.0f} (on)",
+        ),
+        (
+            "RTF lockstep, bridge off",
+            f"{rtf['best']['off']:.2f}x best, {rtf['median']['off']:.2f}x median",
+        ),
+        ("RTF on, every 2 ticks, no subscriber", rtf_row("on_alone")),
+        ("RTF on, every 2 ticks, watched", rtf_row("on_watch")),
+        ("RTF on, every tick, all taken", rtf_row("on_all")),
+        (
+            "machine load (1 min)",
+            f"{load0:.1f} at start, {load1:.1f} at the end, {result.machine.cores} cores",
+        ),
+    ]
+    width = max(len(k) for k, _ in rows)
+    g = result.goals
+    return [
+        f"vmpc bench bridge: {result.config}, loopback, {result.repeats} interleaved "
+        f"{result.rtf_seconds:g} s RTF runs per side",
+        *(f"  {k:<{width}}  {v}" for k, v in rows),
+        f"p99 latency {'meets' if g.p99_met else 'MISSES'} the goal of <= {g.p99_ms:g} ms; "
+        f"RTF ratio (default period, watched) {'meets' if g.rtf_met else 'MISSES'} the goal of "
+        f">= {g.rtf_ratio:g}x",
+    ]
+
+
+def format_sobolev(result: SobolevBenchResult) -> list[str]:
+    """The ``vmpc bench sobolev`` table: held-out error per size, then the samples needed."""
+    need, ratio = result.samples_needed, result.ratio
+    lines = [
+        f"vmpc bench sobolev: {result.system}, value error on {result.held_out} held-out "
+        f"states, {result.steps} gradient steps per fit",
+        f"{'samples':>8} {'sobolev':>10} {'plain':>10}",
+    ]
+    for r in result.rows:
+        lines.append(f"{r.samples:>8} {r.sobolev:>9.3%} {r.plain:>9.3%}")
+    lines.append(
+        f"to reach {result.target_error:.3%} (plain regression's error at "
+        f"{result.rows[-1].samples} samples): "
+        f"Sobolev needs {need['sobolev']}, plain {need['plain']} samples"
+        + (f" -> ratio {ratio:.2f} (goal <= 0.33)" if ratio else "")
+    )
+    return lines
+
+
+def format_dvp(result: ThroughputResult) -> list[str]:
+    """The ``vmpc bench dvp`` table: OCP/s and the speed-up over one worker per setting."""
+    from vmpc.benches.dvp import ExecutorFailure
+
+    lines = [
+        f"vmpc bench dvp: {result.system}, {result.samples} OCPs of horizon {result.horizon}, "
+        "zero terminal",
+        f"{'executor':>9} {'workers':>8} {'OCP/s':>9} {'speed-up':>9}",
+    ]
+    for r in result.rows:
+        if isinstance(r, ExecutorFailure):
+            lines.append(f"{r.executor:>9} {r.workers:>8}  {r.error}")
+            continue
+        sp = f"{r.speedup_vs_1:.2f}x" if r.speedup_vs_1 else "-"
+        lines.append(f"{r.executor:>9} {r.workers:>8} {r.solves_per_s:>9.1f} {sp:>9}")
+    return lines
+
+
+def _print_lines(lines: list[str]) -> None:
+    for line in lines:
+        print(line)
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+# -- the verbs -------------------------------------------------------------------------------
 def cmd_bench_mpc(args: argparse.Namespace) -> int:
     from vmpc.benches.mpc import bench_mpc
 
-    bench_mpc(
+    result = bench_mpc(
         args.config,
         horizons=args.horizons,
         replans=args.replans,
@@ -27,29 +226,35 @@ def cmd_bench_mpc(args: argparse.Namespace) -> int:
         overrides=args.set or [],
         progress=not args.quiet,
     )
+    _print_lines(format_mpc(result))
+    print(f"wrote {result.json_path}")
     return EXIT_OK
 
 
 def cmd_bench_value(args: argparse.Namespace) -> int:
     from vmpc.benches.value import bench_value
 
-    bench_value(
+    result = bench_value(
         args.config, args.value, args.horizons, args.iterations, Path(args.out), args.set or []
     )
+    _print_lines(format_value(result))
+    print(f"wrote {result.json_path}")
     return EXIT_OK
 
 
 def cmd_bench_bridge(args: argparse.Namespace) -> int:
     from vmpc.benches.bridge import bench_bridge
 
-    bench_bridge(
+    result = bench_bridge(
         args.config,
         duration=args.duration,
         repeats=args.repeats,
         out=Path(args.out),
         overrides=args.set or [],
-        progress=not args.quiet,
+        log=None if args.quiet else _stderr,
     )
+    _print_lines(format_bridge(result))
+    print(f"wrote {result.json_path}")
     return EXIT_OK
 
 
@@ -58,7 +263,8 @@ def cmd_bench_sobolev(args: argparse.Namespace) -> int:
     from vmpc.benches.sobolev import bench_sobolev
 
     cfg = load_dvp_config(args.config, args.set or [])
-    bench_sobolev(cfg, args.sizes, args.steps, Path(args.out), progress=not args.quiet)
+    result = bench_sobolev(cfg, args.sizes, args.steps, Path(args.out), progress=not args.quiet)
+    _print_lines(format_sobolev(result))
     return EXIT_OK
 
 
@@ -68,7 +274,8 @@ def cmd_bench_dvp(args: argparse.Namespace) -> int:
 
     cfg = load_dvp_config(args.config, args.set or [])
     settings = [(kind, w) for kind in args.executors for w in args.workers]
-    bench_throughput(cfg, args.samples, settings, Path(args.out))
+    result = bench_throughput(cfg, args.samples, settings, Path(args.out))
+    _print_lines(format_dvp(result))
     return EXIT_OK
 
 

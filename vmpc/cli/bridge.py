@@ -52,10 +52,14 @@ def _client(args: argparse.Namespace) -> BridgeClient:
     return BridgeClient(args.address, keys, timeout_s=args.timeout)
 
 
-def _vec(values: list[float] | None, flag: str) -> list[float] | None:
-    if values is not None and not all(math.isfinite(v) for v in values):
+def _vec(values: list[float], flag: str) -> list[float]:
+    if not all(math.isfinite(v) for v in values):
         raise UsageError(f"{flag}: every component must be a finite number")
     return values
+
+
+def _opt_vec(values: list[float] | None, flag: str) -> list[float] | None:
+    return None if values is None else _vec(values, flag)
 
 
 def _v3(x: list[float]) -> str:
@@ -112,7 +116,7 @@ def cmd_perturb(args: argparse.Namespace) -> int:
         raise UsageError("--duration must be a positive number of seconds")
     with _client(args) as c:
         r = c.push(
-            _vec(args.force, "--force"), _vec(args.torque, "--torque"), args.duration, args.link
+            _vec(args.force, "--force"), _opt_vec(args.torque, "--torque"), args.duration, args.link
         )
     print(
         f"push {_v3(args.force)} N on {r['link']} from t = {r['t']:.3f} s to {r['end']:.3f} s "
@@ -304,7 +308,8 @@ def add_bridge_commands(sub: Any) -> None:
         help="move the EE target of the running loop",
         description="Set the EE target [m, world]; it must lie in task.workspace.",
     )
-    t.add_argument("xyz", type=float, nargs=3, metavar=("X", "Y", "Z"))
+    # A tuple metavar on a positional crashes argparse's usage line (Python 3.11): one name.
+    t.add_argument("xyz", type=float, nargs=3, metavar="XYZ", help="target x y z [m, world]")
     _client_options(t)
     t.set_defaults(func=cmd_target)
 

@@ -44,7 +44,12 @@ class UsageError(VmpcError):
 def add_group(sub: Any, name: str, help: str, metavar: str) -> tuple[argparse.ArgumentParser, Any]:
     """A verb with sub-verbs (``vmpc bench ...``); alone, it prints its help and exits 2."""
     p: argparse.ArgumentParser = sub.add_parser(name, help=help)
-    p.set_defaults(func=lambda _args: (p.print_help(), EXIT_USAGE)[1])
+
+    def usage(_args: argparse.Namespace) -> int:
+        p.print_help()
+        return EXIT_USAGE
+
+    p.set_defaults(func=usage)
     return p, p.add_subparsers(dest=f"{name}_command", metavar=metavar)
 
 

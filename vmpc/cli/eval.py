@@ -13,15 +13,15 @@ __all__ = ["add_eval_commands"]
 
 
 def cmd_eval_horizons(args: argparse.Namespace) -> int:
-    from vmpc.studies.horizons import PushSetup, eval_horizons, format_table
+    from vmpc.studies.horizons import PushSetup, StudySettings, eval_horizons, format_table
 
     out = Path(args.out) if args.out else Path("runs") / time.strftime("eval-%Y%m%d-%H%M%S")
     variants = ("push",) if args.push else ("no_push",) if args.no_push else ("no_push", "push")
-    result = eval_horizons(
-        args.config,
-        args.value,
+    settings = StudySettings(
+        config=args.config,
+        value=args.value,
         starts=args.starts,
-        controllers=args.controllers,
+        controllers=tuple(args.controllers),
         reference=args.reference,
         duration_s=args.duration,
         replan_every=args.replan_every,
@@ -30,15 +30,13 @@ def cmd_eval_horizons(args: argparse.Namespace) -> int:
         q_spread_rad=args.q_spread,
         workers=args.workers,
         seed=args.seed,
-        out=out,
-        overrides=args.set or [],
-        progress=not args.quiet,
-        plot=not args.no_plots,
+        overrides=tuple(args.set or ()),
     )
+    result = eval_horizons(settings, out=out, progress=not args.quiet, plot=not args.no_plots)
     print(format_table(result))
     print(
         f"  outputs: {out}/horizons.json, horizons.csv, runs.csv"
-        f"{'' if args.no_plots else ', horizons.png'}  ({result['wall_s']:.0f} s)"
+        f"{'' if args.no_plots else ', horizons.png'}  ({result.wall_s:.0f} s)"
     )
     return EXIT_OK
 

@@ -135,7 +135,7 @@ class ArmSystem(System):
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         nq = self.robot.nq
         origin, radius = self.robot.reach()
-        rows = []
+        rows: list[np.ndarray] = []
         while len(rows) < n:
             q = rng.uniform(self.q_lo, self.q_hi)
             v = rng.uniform(-self.spec.v_spread, self.spec.v_spread, nq)
@@ -152,7 +152,7 @@ class ArmSystem(System):
             rows.append(np.concatenate(row))
         return np.array(rows)
 
-    def check_goal_cost(self, tol: float = 1e-6) -> float:
+    def check_goal_cost(self) -> float:
         """Running cost at rest at the target after a long reach: must vanish (module doc)."""
         x0 = np.concatenate([self.cfg.robot.q0, np.zeros(self.robot.nq)])
         problem, solver = self.problem(200, "none", lambda: ZeroTerminal(self.state, self.nu))

@@ -1,5 +1,7 @@
-"""Systems DVP learns values for. Each is a config section plus a small adapter that builds its
-Crocoddyl problem once, samples problems, and solves one problem into value samples.
+"""The :class:`System` base: one system's problems, built once per horizon and solved into value
+samples (with the long-horizon continuation that makes ground truths reliable).
+
+The systems (:mod:`.toys`, :mod:`.arm`):
 
 * ``pendulum``: swing-up of a torque-limited pendulum (Pinocchio model, C++ dynamics).
 * ``cartpole``: balance upright with a force on the cart only (underactuated: the pole is free).
@@ -58,7 +60,7 @@ class System(ABC):
         self._terminal_id: dict[int, str] = {}
         self._terminals: dict[int, Any] = {}
 
-    # -- what a system defines ---------------------------------------------------------------------
+    # -- what a system defines --------------------------------------------------------------------
     @abstractmethod
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n problems as rows [x0, theta]."""
@@ -67,7 +69,7 @@ class System(ABC):
     def _build(self, horizon: int, terminal: crocoddyl.ActionModelAbstract) -> tuple[Any, Any]:
         """(problem, solver) with ``horizon`` running knots."""
 
-    def _set_task(self, problem_key: int, theta: np.ndarray) -> None:
+    def _set_task(self, problem_key: int, theta: np.ndarray) -> None:  # noqa: B027 - optional
         """Apply task parameters (the arm's target) to the problem of that horizon."""
 
     def init_controls(self, x0: np.ndarray, horizon: int) -> list[np.ndarray]:
@@ -93,7 +95,7 @@ class System(ABC):
     def state(self) -> crocoddyl.StateAbstract:
         return self._state
 
-    # -- what goes into a value artifact ------------------------------------------------------------
+    # -- what goes into a value artifact ----------------------------------------------------------
     @abstractmethod
     def state_layout(self) -> StateLayout:
         """How a value of this system reads its state vector."""
@@ -102,13 +104,13 @@ class System(ABC):
         """What defines the cost-to-go: by default the system's config section itself."""
         return "sha256:" + hashlib.sha256(spec_json.encode()).hexdigest()
 
-    def check_ready(self) -> None:
+    def check_ready(self) -> None:  # noqa: B027 - optional hook
         """Raise a one-line error if DVP cannot converge on this system as configured."""
 
     # Axis labels of a 2-D value map (the first two state coordinates), or None for no map.
     value_map_axes: tuple[str, str] | None = None
 
-    # -- shared machinery --------------------------------------------------------------------------
+    # -- shared machinery -------------------------------------------------------------------------
     def problem(self, horizon: int, terminal_id: str, make_terminal) -> tuple[Any, Any]:
         """The problem of that horizon, built once; its terminal replaced when the id changes."""
         if horizon not in self._problems or self._terminal_id[horizon] != terminal_id:
@@ -136,7 +138,7 @@ class System(ABC):
         and the cheaper converged solution wins: from a constant initial guess, long horizons
         (the ground truth) can converge to wasteful local optima, e.g. a cartpole that swings
         its pole round in the middle of the horizon."""
-        x0, theta = row[: self.nx], row[self.nx :]
+        x0 = row[: self.nx]
         guesses = [([x0.copy() for _ in range(horizon + 1)], self.init_controls(x0, horizon))]
         if continuation is not None and continuation < horizon:
             short = self._solve_once(row, continuation, terminal_id, make_terminal, maxiter)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import crocoddyl
@@ -45,10 +46,10 @@ class _PinocchioToy(System):
     def _setup(
         self,
         model: pin.Model,
-        w_x,
-        w_u: np.ndarray,
-        u_lb,
-        u_ub,
+        w_x: Sequence[float],
+        w_u: Sequence[float],
+        u_lb: Sequence[float],
+        u_ub: Sequence[float],
         dt: float,
         actuated: int | None = None,
     ) -> None:

@@ -4,50 +4,30 @@ client verb against it, a push whose recovery lands in summary.json, and a clean
 from __future__ import annotations
 
 import json
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
-from .conftest import IIWA, ROOT
+import numpy as np
 
+from mpc.bridge.client import BridgeClient
 
-def vmpc(*args, timeout=60):
-    return subprocess.run(
-        [sys.executable, "-m", "vmpc", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-    )
+from .conftest import IIWA, ROOT, free_ports, wait_state, wait_until
+
+TOL = 0.005  # [m] task.tolerance_m of iiwa_reach.yaml: "reached" and "recovered"
 
 
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+def ee_error(s: dict) -> float:
+    return float(np.linalg.norm(np.subtract(s["ee"], s["target"])))
 
 
-def run_main(capsys, *args):
-    """A verb in-process (a subprocess per verb would mostly time Python's start-up)."""
-    from vmpc.cli import main
-
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
-
-
-def test_verbs_fail_cleanly_without_a_server(capsys):
+def test_verbs_fail_cleanly_without_a_server(vmpc_main):
     port = free_ports(1)[0]
     t0 = time.monotonic()
-    proc = vmpc("status", "--address", f"127.0.0.1:{port}", "--timeout", "0.3")
-    assert proc.returncode == 2 and time.monotonic() - t0 < 20
+    proc = vmpc_main("status", "--address", f"127.0.0.1:{port}", "--timeout", "0.3")
+    assert proc.returncode == 2 and time.monotonic() - t0 < 5
     assert f"no reply from tcp://127.0.0.1:{port} within 0.3 s" in proc.stderr
     assert "Traceback" not in proc.stderr
     for args, words in [
@@ -63,12 +43,12 @@ def test_verbs_fail_cleanly_without_a_server(capsys):
         (["watch"], "no reply from"),
         (["stream-wrench", "--duration", "0.1"], "no reply from"),
     ]:
-        proc = run_main(capsys, *args, "--address", f"127.0.0.1:{port}", "--timeout", "0.3")
+        proc = vmpc_main(*args, "--address", f"127.0.0.1:{port}", "--timeout", "0.3")
         assert proc.returncode == 2, (args, proc.stderr)
         assert words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
-def test_sim_with_bridge_and_every_verb(tmp_path, capsys):
+def test_sim_with_bridge_and_every_verb(tmp_path, vmpc_main):
     state, command, wrench = free_ports(3)
     out = tmp_path / "run"
     sim = subprocess.Popen(
@@ -100,27 +80,44 @@ def test_sim_with_bridge_and_every_verb(tmp_path, capsys):
         stderr=subprocess.PIPE,
         text=True,
     )
+    # The real client entry point, once: started with the sim, it waits for the server to
+    # answer (its command is queued until the port is up), so it doubles as the start-up wait.
+    status = subprocess.Popen(
+        [sys.executable, "-m", "vmpc", "status", "--address", f"127.0.0.1:{command}"]
+        + ["--timeout", "90"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     address = ["--address", f"127.0.0.1:{command}", "--timeout", "10"]
+    probe = BridgeClient(f"127.0.0.1:{command}", timeout_s=10)  # the test's own eyes on the run
     try:
-        status = vmpc("status", *address)  # the real entry point, once
-        assert status.returncode == 0, status.stderr + (sim.stderr.read() if sim.poll() else "")
-        assert "wallclock" in status.stdout  # --bridge implies wallclock timing
-        assert f"tcp://127.0.0.1:{state}" in status.stdout
-        watch = run_main(capsys, "watch", "--count", "3", "--rate", "20", *address)
+        wait_until(
+            lambda: sim.poll() is not None or status.poll() is not None,
+            timeout=90,
+            interval=0.05,
+            what="the sim answers `vmpc status`",
+        )
+        assert sim.poll() is None, sim.communicate()[1]
+        status_out, status_err = status.communicate()
+        assert status.returncode == 0, status_err
+        assert "wallclock" in status_out  # --bridge implies wallclock timing
+        assert f"tcp://127.0.0.1:{state}" in status_out
+        watch = vmpc_main("watch", "--count", "3", "--rate", "20", *address)
         assert watch.returncode == 0, watch.stderr
         assert watch.stdout.count(" msg/s ") == 3 and "err" in watch.stdout
-        target = run_main(capsys, "target", "0.45", "0.35", "0.6", *address)
+        target = vmpc_main("target", "0.45", "0.35", "0.6", *address)
         assert target.returncode == 0 and "target [+0.450, +0.350, +0.600]" in target.stdout
-        refused = run_main(capsys, "target", "0.4", "0.4", "3", *address)
+        refused = vmpc_main("target", "0.4", "0.4", "3", *address)
         assert refused.returncode == 2 and "outside the workspace" in refused.stderr
-        swap = run_main(capsys, "swap", "none", *address)
+        swap = vmpc_main("swap", "none", *address)
         assert swap.returncode == 0 and "terminal is now none" in swap.stdout, swap.stderr
-        swap = run_main(capsys, "swap", "--clear", *address)
+        swap = vmpc_main("swap", "--clear", *address)
         assert swap.returncode == 0 and "terminal is now quadratic" in swap.stdout, swap.stderr
-        swap = run_main(capsys, "swap", "/etc/hosts", *address)
+        swap = vmpc_main("swap", "/etc/hosts", *address)
         assert swap.returncode == 2 and "allowed_dirs" in swap.stderr
-        stream = run_main(
-            capsys,
+        stream = vmpc_main(
             "stream-wrench",
             "--profile",
             "sine",
@@ -131,11 +128,24 @@ def test_sim_with_bridge_and_every_verb(tmp_path, capsys):
             *address,
         )
         assert stream.returncode == 0 and "streamed" in stream.stdout, stream.stderr
-        time.sleep(1.5)  # let the target and the stream settle before the push
-        push = run_main(capsys, "perturb", "--force", "40", "0", "0", "--duration", "0.1", *address)
+        # The target reached and the stream gone (stale) before the push.
+        wait_state(
+            probe,
+            lambda s: s["stream"] is None and not s["disturbances"] and ee_error(s) < TOL,
+            timeout=15,
+        )
+        push = vmpc_main("perturb", "--force", "40", "0", "0", "--duration", "0.1", *address)
         assert push.returncode == 0 and "push [+40.000" in push.stdout, push.stderr
-        time.sleep(2.0)  # the recovery takes ~0.7 s of (wallclock) sim time
+        t_push = float(re.search(r"from t = ([0-9.]+) s", push.stdout).group(1))
+        # The recovery takes ~0.7 s of (wallclock) sim time: back within tolerance well after.
+        wait_state(probe, lambda s: s["t"] > t_push + 1.0 and ee_error(s) < TOL, timeout=15)
+        # ... and a state stream that has been flowing for more than 2000 ticks.
+        wait_until(lambda: probe.status()["counters"]["published"] > 1000, timeout=30)
     finally:
+        probe.close()
+        if status.poll() is None:
+            status.kill()
+            status.communicate()
         sim.send_signal(signal.SIGTERM)
         try:
             stdout, stderr = sim.communicate(timeout=60)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -22,8 +21,7 @@ from mpc.bridge.server import BridgeServer
 from mpc.config import load_config
 from mpc.loop import ClosedLoop
 
-from .conftest import IIWA, ROOT
-from .test_bridge_loop import PORTS, run_bridge
+from .conftest import IIWA, PORTS, run_bridge, vmpc_subprocess
 
 
 @pytest.fixture
@@ -100,35 +98,32 @@ def test_only_allowed_clients_get_answers(keyring):
             assert state["version"] == 1
             c.send_wrench([1.0, 0, 0])
         stranger = ClientKeys.load(keyring / "other" / "stranger.key_secret", k / "server.key")
-        for keys in (stranger, None):  # an unknown key, and plaintext
-            with BridgeClient(address, keys, timeout_s=0.5) as c, pytest.raises(BridgeTimeout):
-                c.status()
         # Right key pair, wrong idea of the server's key: the handshake fails too.
         wrong_server = ClientKeys.load(k / "client.key_secret", k / "client.key")
-        with BridgeClient(address, wrong_server, timeout_s=0.5) as c, pytest.raises(BridgeTimeout):
-            c.status()
+
+        def unanswered(keys):
+            with BridgeClient(address, keys, timeout_s=0.5) as c, pytest.raises(BridgeTimeout):
+                c.status()
+
+        # An unknown key, plaintext, and the wrong server key, each waiting out its timeout
+        # (concurrently, so the three quiet windows overlap).
+        with ThreadPoolExecutor(3) as pool:
+            for f in [pool.submit(unanswered, keys) for keys in (stranger, None, wrong_server)]:
+                f.result()
         assert rb.server.summary()["auth_denied"] >= 1
         # Only the allowed client's commands got in: its status, and the status calls with
         # which states() and send_wrench() discover their endpoints.
         assert rb.server.counters.received == 3
 
 
-def test_keys_generate_cli(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "vmpc", "keys", "generate", "bob", "--dir", str(tmp_path / "k")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+def test_keys_generate_cli(tmp_path, vmpc_main):
+    # The real entry point once (a smoke test of `vmpc keys generate`), then in-process.
+    proc = vmpc_subprocess("keys", "generate", "bob", "--dir", str(tmp_path / "k"))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "k" / "bob.key").is_file() and (tmp_path / "k" / "bob.key_secret").is_file()
-    again = subprocess.run(
-        [sys.executable, "-m", "vmpc", "keys", "generate", "bob", "--dir", str(tmp_path / "k")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    pub, sec = load_secret_key(tmp_path / "k" / "bob.key_secret")
+    assert load_allowed_clients(tmp_path / "k") == {pub}
+    again = vmpc_main("keys", "generate", "bob", "--dir", str(tmp_path / "k"))
     assert again.returncode == 2 and "exists already" in again.stderr
     assert "Traceback" not in again.stderr
+    assert load_secret_key(tmp_path / "k" / "bob.key_secret") == (pub, sec)  # not overwritten

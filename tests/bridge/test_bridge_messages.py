@@ -6,6 +6,7 @@ import math
 import msgpack
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from mpc.bridge.messages import (
     COMMANDS,
@@ -188,8 +189,11 @@ def test_replies_and_state_frames_round_trip():
 
 def test_push_model_is_frozen_and_strict():
     cmd = PushCommand(version=1, cmd="push", force=[1, 0, 0], duration=0.1)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cmd.duration = 5.0
+    assert cmd.duration == 0.1
+    with pytest.raises(ValidationError, match="force.0"):  # strict: no "1" -> 1.0 coercion
+        PushCommand(version=1, cmd="push", force=["1", 0, 0], duration=0.1)
 
 
 def test_bridge_config_section():

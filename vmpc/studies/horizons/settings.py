@@ -1,0 +1,137 @@
+"""What the study compares and how: controller specs, the push, defaults, :class:`StudySettings`.
+
+Nothing here runs a simulation; the checks that need no config file happen here, so a bad flag
+fails before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mpc.errors import VmpcError
+
+__all__ = [
+    "DEFAULT_CONTROLLERS",
+    "DEFAULT_REFERENCE",
+    "DEFAULT_SEED",
+    "EVAL_STREAM",
+    "JOINT_MARGIN_RAD",
+    "MAX_DRAWS",
+    "MIN_START_DISTANCE_M",
+    "VARIANTS",
+    "ControllerSpec",
+    "PushSetup",
+    "StudySettings",
+    "parse_controllers",
+]
+
+DEFAULT_CONTROLLERS = (
+    "T10-learned",
+    "T10-quadratic",
+    "T10-none",
+    "T100-quadratic",
+    "T200-quadratic",
+)
+DEFAULT_REFERENCE = "T100-quadratic"
+DEFAULT_SEED = 20_000  # value fit / trainers default to small seeds; this one is far from them
+EVAL_STREAM = 0x65_76_61_6C  # "eval": spawn key of the episode stream, unused by any trainer
+JOINT_MARGIN_RAD = 0.1  # starts stay this far inside the joint limits
+MIN_START_DISTANCE_M = 0.15  # an episode is a real reach, not a hold at the target
+MAX_DRAWS = 10_000  # rejection-sampling budget for the whole episode set
+VARIANTS = ("no_push", "push")
+_LABEL = re.compile(r"^T(\d+)-(learned|quadratic|none)$")
+
+
+@dataclass(frozen=True)
+class ControllerSpec:
+    """One compared controller: ``T<horizon>-<terminal>``, terminal learned|quadratic|none."""
+
+    label: str
+    horizon: int  # running knots T
+    terminal: str  # 'learned', 'quadratic' or 'none'
+
+    def terminal_kind(self, value_path: str) -> str:
+        """``ocp.terminal.kind`` of this controller: the value's path, or the built-in name."""
+        return value_path if self.terminal == "learned" else self.terminal
+
+    def overrides(self, value_path: str) -> list[str]:
+        """The ``--set`` strings that select this controller (recorded in horizons.json)."""
+        kind = self.terminal_kind(value_path)
+        return [f"ocp.horizon={self.horizon}", f"ocp.terminal.kind={json.dumps(kind)}"]
+
+
+def parse_controllers(labels: Sequence[str]) -> list[ControllerSpec]:
+    """``["T10-learned", "T100-quadratic", ...]`` -> specs; a bad or repeated label is an error."""
+    specs: list[ControllerSpec] = []
+    for label in labels:
+        m = _LABEL.match(label)
+        if m is None or int(m.group(1)) <= 0:
+            raise VmpcError(
+                f"--controllers: '{label}' is not T<horizon>-<learned|quadratic|none>, "
+                f"e.g. T10-learned"
+            )
+        if any(s.label == label for s in specs):
+            raise VmpcError(f"--controllers: '{label}' is listed twice")
+        specs.append(ControllerSpec(label, int(m.group(1)), m.group(2)))
+    if not specs:
+        raise VmpcError("--controllers: name at least one controller")
+    return specs
+
+
+@dataclass(frozen=True)
+class PushSetup:
+    """The push of the 'push' variant: on the EE, direction drawn per episode."""
+
+    force_n: float = 50.0  # magnitude [N]
+    duration_s: float = 0.1
+    start_s: float | None = None  # None: mid-run
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Everything ``vmpc eval horizons`` is asked to do (its flags, typed)."""
+
+    config: str | Path  # run config of the task
+    value: str | Path  # learned value artifact, used by the *-learned controllers
+    starts: int = 20  # held-out episodes
+    controllers: tuple[str, ...] = DEFAULT_CONTROLLERS
+    reference: str | None = None  # None: T100-quadratic if listed, else the longest horizon
+    duration_s: float | None = None  # None: run.duration of the config
+    replan_every: int = 10  # sim steps between replans, the same for every controller
+    variants: tuple[str, ...] = VARIANTS
+    push: PushSetup = field(default_factory=PushSetup)
+    q_spread_rad: float = 0.3
+    workers: int = 2
+    seed: int = DEFAULT_SEED
+    overrides: tuple[str, ...] = ()  # user --set, applied to every run before the study's own
+
+    def check(self) -> tuple[list[ControllerSpec], str]:
+        """Check what needs no config file; returns the controller specs and the reference."""
+        specs = parse_controllers(self.controllers)
+        labels = [s.label for s in specs]
+        reference = self.reference
+        if reference is None:
+            reference = (
+                DEFAULT_REFERENCE
+                if DEFAULT_REFERENCE in labels
+                else max(specs, key=lambda s: s.horizon).label
+            )
+        elif reference not in labels:
+            raise VmpcError(f"--reference: '{reference}' is not among the controllers {labels}")
+        if self.starts < 1:
+            raise VmpcError(f"--starts: need at least 1 episode, got {self.starts}")
+        if self.workers < 1:
+            raise VmpcError(f"--workers: need at least 1, got {self.workers}")
+        if self.replan_every < 1:
+            raise VmpcError(f"--replan-every: need at least 1 sim step, got {self.replan_every}")
+        if self.q_spread_rad < 0:
+            raise VmpcError(f"--q-spread: must be >= 0, got {self.q_spread_rad}")
+        if not self.variants or any(v not in VARIANTS for v in self.variants):
+            raise VmpcError(f"variants must be among {VARIANTS}, got {list(self.variants)}")
+        if self.push.force_n < 0 or self.push.duration_s <= 0:
+            raise VmpcError("--push-force must be >= 0 and --push-duration > 0")
+        return specs, reference

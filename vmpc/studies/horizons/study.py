@@ -1,0 +1,159 @@
+"""The study: check the settings and the value, draw the episodes, build every run's config,
+run them, aggregate, and write the outputs. :func:`eval_horizons` is the entry point."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+from mpc.config import Config, load_config
+from mpc.errors import VmpcError
+from mpc.loop import ClosedLoop
+from mpc.value.artifact import TARGET_PARAMS, ValueMetadata, check_allowed_path, read_metadata
+
+from .aggregation import add_cost_ratios, aggregate
+from .episodes import draw_episodes
+from .reporting import write_outputs
+from .results import MachineInfo, ResolvedSettings, SeedStream, StudyResult, ValueInfo
+from .running import RunJob, run_all, run_config
+from .settings import (
+    EVAL_STREAM,
+    JOINT_MARGIN_RAD,
+    MIN_START_DISTANCE_M,
+    ControllerSpec,
+    PushSetup,
+    StudySettings,
+)
+
+__all__ = ["eval_horizons"]
+
+
+def _check_value(cfg: Config, value: str) -> ValueMetadata:
+    """Metadata of the value, after the same folder check the loader makes (fails fast)."""
+    check_allowed_path(value, cfg.value.allowed_dirs)
+    return read_metadata(value)
+
+
+def eval_horizons(
+    settings: StudySettings,
+    *,
+    out: Path | None = None,
+    progress: bool = True,
+    plot: bool = True,
+) -> StudyResult:
+    """Run the study; returns what ``horizons.json`` holds and writes the outputs to ``out``
+    (none if ``out`` is None). User errors are :class:`VmpcError`, raised before any run
+    starts when they can be."""
+    specs, reference = settings.check()
+    labels = [s.label for s in specs]
+    variants = list(settings.variants)
+    config, value = str(settings.config), str(settings.value)
+    overrides = list(settings.overrides)
+    cfg = load_config(config, overrides)
+    duration_s = cfg.run.duration if settings.duration_s is None else float(settings.duration_s)
+    if duration_s <= 0:
+        raise VmpcError(f"--duration: must be > 0 s, got {duration_s}")
+    p = settings.push
+    start_s = duration_s / 2 if p.start_s is None else p.start_s
+    push = PushSetup(p.force_n, p.duration_s, start_s)
+    if "push" in variants and not 0 <= start_s < duration_s:
+        raise VmpcError(f"--push-at: {start_s} s is outside the run (0 .. {duration_s} s)")
+
+    meta = _check_value(cfg, value)
+    if meta.task_params not in ([], list(TARGET_PARAMS)):
+        raise VmpcError(
+            f"{value}: task parameters {meta.task_params} are not supported here "
+            f"(expected none or {list(TARGET_PARAMS)})"
+        )
+    conditioned = meta.target_conditioned
+    target_box = meta.trained.task_box if conditioned else None
+    episodes = draw_episodes(
+        cfg,
+        settings.starts,
+        target_conditioned=conditioned,
+        seed=settings.seed,
+        q_spread_rad=settings.q_spread_rad,
+        push_force_n=push.force_n,
+        target_box=target_box,
+    )
+
+    def config_of(ep_index: int, variant: str, spec: ControllerSpec) -> Config:
+        return run_config(
+            cfg,
+            episodes[ep_index],
+            variant,
+            spec,
+            value=value,
+            duration_s=duration_s,
+            replan_every=settings.replan_every,
+            push=push,
+        )
+
+    # Validate the value once, as every worker will (folder, integrity, layout, fingerprint,
+    # warm-up, call time): a bad file fails here with one line, before any worker starts.
+    learned = next(
+        (s for s in specs if s.terminal == "learned"),
+        ControllerSpec("check", cfg.ocp.horizon, "learned"),
+    )
+    with ClosedLoop(config_of(0, variants[0], learned)) as loop:
+        model_id = loop.ocp.terminal.label
+
+    combos = [(ep, variant, spec) for ep in episodes for variant in variants for spec in specs]
+    jobs = [
+        RunJob(i, ep.index, variant, spec.label, spec.horizon, config_of(ep.index, variant, spec))
+        for i, (ep, variant, spec) in enumerate(combos)
+    ]
+    workers = min(settings.workers, len(jobs))
+    t0 = time.perf_counter()
+    rows = run_all(jobs, workers, progress)
+    wall_s = time.perf_counter() - t0
+    add_cost_ratios(rows, reference)
+
+    result = StudyResult(
+        date=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        config=config,
+        overrides=overrides,
+        value=ValueInfo(
+            path=value,
+            model_id=model_id,
+            task_params=meta.task_params,
+            target_conditioned=conditioned,
+            target_box=target_box,
+            weights_sha256=meta.weights_sha256,
+            algorithm=meta.provenance.algorithm,
+        ),
+        seed=settings.seed,
+        seed_stream=SeedStream(entropy=settings.seed, spawn_key=[EVAL_STREAM]),
+        settings=ResolvedSettings(
+            duration_s=duration_s,
+            dt=cfg.ocp.dt,
+            replan_every=settings.replan_every,
+            replan_period_ms=settings.replan_every * cfg.sim.timestep * 1e3,
+            timing="lockstep",
+            maxiter=cfg.mpc.maxiter,
+            variants=variants,
+            push=push,
+            q_spread_rad=settings.q_spread_rad,
+            joint_margin_rad=JOINT_MARGIN_RAD,
+            min_start_distance_m=MIN_START_DISTANCE_M,
+            workers=workers,
+            running_cost=cfg.ocp.costs.model_dump(mode="json"),
+        ),
+        controllers=labels,
+        controller_overrides={s.label: s.overrides(value) for s in specs},
+        reference=reference,
+        episodes=episodes,
+        runs=rows,
+        aggregates=aggregate(rows, labels, reference),
+        wall_s=wall_s,
+        machine=MachineInfo(
+            python=platform.python_version(),
+            machine=platform.machine(),
+            cpus=os.cpu_count(),
+        ),
+    )
+    if out is not None:
+        write_outputs(result, out, plot=plot)
+    return result
