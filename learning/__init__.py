@@ -1,26 +1,13 @@
-"""Offline learning of terminal values: networks, datasets, Sobolev regression, export,
-checkpoints (this level, shared by every algorithm) and the algorithms in subpackages
-(:mod:`learning.dvp`).
+"""Offline learning of terminal values.
+
+Shared by every algorithm, at this level: :mod:`.networks` (value networks),
+:mod:`.datasets` (samples of V and its gradient), :mod:`.sobolev` (Sobolev regression),
+:mod:`.export` (the artifact writer and its one metadata builder) and :mod:`.checkpoint`
+(atomic checkpoints and resume). Algorithms live in subpackages (:mod:`learning.dvp`).
 
 Depends on :mod:`mpc` (the OCP and the artifact contract) and :mod:`sim`; never on :mod:`vmpc`
-(the import contract in pyproject.toml enforces it).
+(the import contract in pyproject.toml enforces it). Nothing is imported here: a DVP solver
+worker imports ``learning.dvp.executors`` and must not pay ~2 s for torch, which only the fit
+and the export need. Import from the modules, e.g. ``from learning.networks import
+ResidualValueNet``.
 """
-
-from .datasets import ValueDataset, action_model_dataset, quadratic_dataset
-from .export import build_metadata, export_value
-from .networks import FeedForwardValueNet, ResidualValueNet, make_value_net
-from .sobolev import FitResult, SobolevFitSpec, fit_sobolev
-
-__all__ = [
-    "FeedForwardValueNet",
-    "FitResult",
-    "ResidualValueNet",
-    "SobolevFitSpec",
-    "ValueDataset",
-    "action_model_dataset",
-    "build_metadata",
-    "export_value",
-    "fit_sobolev",
-    "make_value_net",
-    "quadratic_dataset",
-]

@@ -1,4 +1,5 @@
-"""Write a trained value network as the TorchScript artifact mpc loads (see mpc.value.artifact).
+"""Write a trained value network as the TorchScript artifact mpc loads (see mpc.value.artifact):
+format 2, the scripted module plus ``metadata.json`` and ``weights.safetensors`` as extra files.
 
 :func:`build_metadata` is the one place an artifact's metadata is put together, for the file
 and for the in-memory payloads DVP ships to its workers.
@@ -11,25 +12,40 @@ import importlib.metadata as md
 import io
 import subprocess
 import time
+import zipfile
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from mpc.io import atomic_write_bytes
 from mpc.value.artifact import (
     METADATA_FILE,
+    WEIGHTS_FILE,
     Architecture,
     Provenance,
     StateLayout,
     TrainedWith,
     ValueMetadata,
+    ValueModelError,
+    module_sha256,
+    parse_artifact,
     quiet_torchscript,
+    read_metadata,
     weights_sha256,
 )
 
 from .networks import ValueNet
 
-__all__ = ["build_metadata", "export_value", "git_commit", "library_versions"]
+__all__ = [
+    "build_metadata",
+    "export_value",
+    "git_commit",
+    "library_versions",
+    "save_artifact",
+    "upgrade_value",
+]
 
 
 def library_versions() -> dict[str, str]:
@@ -134,9 +150,66 @@ def export_value(
         samples=samples,
         notes=notes,
     )
-    buf = io.BytesIO()
     with quiet_torchscript():
         scripted = torch.jit.script(net)
-        torch.jit.save(scripted, buf, _extra_files={METADATA_FILE: meta.model_dump_json(indent=1)})
-    atomic_write_bytes(Path(path), buf.getvalue())
+    return save_artifact(scripted, meta, path)
+
+
+def _safetensors(module: Any) -> tuple[bytes, dict[str, np.ndarray]]:
+    from safetensors.numpy import save
+
+    arrays = {
+        k: np.ascontiguousarray(v.detach().to(torch.float64).numpy())
+        for k, v in module.state_dict().items()
+    }
+    return save(arrays), arrays
+
+
+def save_artifact(scripted: Any, meta: ValueMetadata, path: str | Path) -> ValueMetadata:
+    """Write ``scripted`` as a format-2 artifact: its weights go to weights.safetensors, the
+    hash of its TorchScript members into the metadata; the bytes are parsed back (no code run)
+    before they are written atomically."""
+    weights, arrays = _safetensors(scripted)
+    if weights_sha256(arrays) != meta.weights_sha256:
+        raise ValueError("the module's weights do not match meta.weights_sha256")
+
+    def dump(m: ValueMetadata) -> bytes:
+        buf = io.BytesIO()
+        extra = {METADATA_FILE: m.model_dump_json(indent=1), WEIGHTS_FILE: weights}
+        with quiet_torchscript():
+            torch.jit.save(scripted, buf, _extra_files=extra)
+        return buf.getvalue()
+
+    draft = dump(meta.model_copy(update={"format_version": 2, "module_sha256": "0" * 64}))
+    code = module_sha256(zipfile.ZipFile(io.BytesIO(draft)), draft)
+    meta = meta.model_copy(update={"format_version": 2, "module_sha256": code})
+    blob = dump(meta)
+    try:
+        parse_artifact(blob, Path(path))  # the loader's own checks, before anything is written
+    except ValueModelError as exc:
+        raise ValueError(f"export produced an artifact the loader refuses: {exc}") from None
+    atomic_write_bytes(Path(path), blob)
     return meta
+
+
+def upgrade_value(src: str | Path, out: str | Path) -> ValueMetadata:
+    """Rewrite a format-1 artifact as format 2: the same module, weights, weights hash and task
+    fingerprint. Loading a format-1 file RUNS ITS TORCHSCRIPT: call this only on a file you
+    trust (the CLI asks for the manifest or --trust)."""
+    meta = read_metadata(src)
+    if meta.format_version != 1:
+        raise ValueModelError(f"{src}: already format version {meta.format_version}")
+    try:
+        with quiet_torchscript():
+            module = torch.jit.load(str(src), map_location="cpu")
+    except Exception as exc:  # torch raises RuntimeError/ValueError of many shapes here
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueModelError(f"{src}: cannot load as TorchScript ({first[:160]})") from None
+    _, arrays = _safetensors(module)
+    digest = weights_sha256(arrays)
+    if digest != meta.weights_sha256:
+        raise ValueModelError(
+            f"{src}: weights sha256 {digest[:12]}... does not match the metadata's "
+            f"{meta.weights_sha256[:12]}... (corrupted or edited)"
+        )
+    return save_artifact(module, meta, out)

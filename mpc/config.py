@@ -38,6 +38,7 @@ __all__ = [
     "TaskSpec",
     "TerminalKind",
     "TerminalSpec",
+    "WatchdogSpec",
     "WorkspaceSpec",
     "apply_override",
     "dump_config",
@@ -132,6 +133,25 @@ class FailureSpec(Strict):
     fallback_damping: float = Field(default=5.0, ge=0, description="[N m s/rad]")
 
 
+class WatchdogSpec(Strict):
+    """Measured-state and plan-age watchdogs; both hand over to the brake (gravity compensation
+    at the last good posture with damping toward rest)."""
+
+    state_hold_s: float = Field(
+        default=0.02, ge=0, description="hold the last good torque this long on a bad state [s]"
+    )
+    max_plan_age_s: float = Field(
+        default=0.1, gt=0, description="older plans brake (and never beyond the horizon) [s]"
+    )
+    q_margin: float = Field(
+        default=0.1, ge=0, description="a measured q this far outside the URDF limits is bad [rad]"
+    )
+    v_scale: float = Field(
+        default=3.0, ge=1, description="a measured |v| above v_scale x the URDF limit is bad"
+    )
+    brake_damping: float = Field(default=5.0, ge=0, description="[N m s/rad]")
+
+
 class MpcSpec(Strict):
     replan_every: int = Field(default=1, ge=1, description="sim steps between replans")
     maxiter: int = Field(default=1, ge=1, description="FDDP iterations per replan")
@@ -139,6 +159,7 @@ class MpcSpec(Strict):
     nthreads: int = Field(default=1, ge=1, description="Crocoddyl threads (1 is fastest here)")
     timing: Literal["lockstep", "wallclock"] = "lockstep"
     failure: FailureSpec = Field(default_factory=FailureSpec)
+    watchdog: WatchdogSpec = Field(default_factory=WatchdogSpec)
 
 
 class SwapSpec(Strict):
@@ -151,14 +172,28 @@ class ValueSpec(Strict):
     """Learned terminal values: where they may be loaded from, how they are evaluated."""
 
     allowed_dirs: list[str] = Field(
-        default_factory=lambda: ["models", "runs"],
-        description="folders value models may be loaded from (relative to the working dir)",
+        default_factory=lambda: ["models"],
+        description="folders value models may be loaded from: absolute, or relative to the "
+        "config file's folder (then the working dir); refused if writable by group or others",
     )
     evaluator: Literal["fast", "torchscript"] = Field(
-        default="fast", description="float64 numpy path, or the TorchScript module itself"
+        default="fast",
+        description="float64 numpy path (runs no code from the file), or the TorchScript "
+        "module itself (runs the file: only for a trusted sha256)",
+    )
+    trusted_sha256: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
+        default_factory=list,
+        description="whole-file sha256 of models the TorchScript evaluator may run, on top of "
+        "the TRUSTED.sha256 manifest next to them",
     )
     max_call_us: float = Field(
         default=1000.0, gt=0, description="budget for one calc + calcDiff at validation [us]"
+    )
+    validation_states: int = Field(
+        default=32, ge=0, le=10000, description="states sampled to validate a swap (+ current)"
+    )
+    max_abs_value: float = Field(
+        default=1e9, gt=0, description="bound on |V|, |Vx| and |Vxx| over the validation states"
     )
     swaps: list[SwapSpec] = Field(default_factory=list, description="scheduled terminal swaps")
 

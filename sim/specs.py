@@ -106,7 +106,7 @@ class RandomPushSpec(Strict):
     """Seeded random pushes: Poisson arrivals, random direction, uniform magnitude."""
 
     enabled: bool = False
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     rate_hz: float = Field(default=0.5, gt=0, description="mean pushes per second")
     force_range: tuple[float, float] = Field(default=(20.0, 60.0), description="[N]")
     duration: float = Field(default=0.1, gt=0, description="[s]")
@@ -137,7 +137,7 @@ class MismatchSpec(Strict):
     torque_noise_std: float = Field(default=0.0, ge=0, description="[N m], added to commands")
     q_noise_std: float = Field(default=0.0, ge=0, description="measurement noise [rad]")
     v_noise_std: float = Field(default=0.0, ge=0, description="measurement noise [rad/s]")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
 
     @property
     def any(self) -> bool:

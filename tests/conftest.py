@@ -121,7 +121,8 @@ def make_artifact(
     """A random-weight value; ``edit(net)`` may change its (float64) weights before export."""
     import torch
 
-    from learning import FeedForwardValueNet, ResidualValueNet, export_value
+    from learning.export import export_value
+    from learning.networks import FeedForwardValueNet, ResidualValueNet
     from mpc.robot_model import build_robot
     from mpc.value.artifact import StateLayout, task_fingerprint
 

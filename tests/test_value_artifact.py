@@ -95,16 +95,27 @@ def _rewrite_member(path, predicate, change):
             zout.writestr(info, change(blob) if predicate(info.filename) else blob)
 
 
-def test_edited_weights_fail_the_sha256(cfg, models):
+@pytest.mark.parametrize(
+    "member, reason",
+    [
+        (lambda n: n.endswith("extra/weights.safetensors"), "weights sha256 .* does not match"),
+        (
+            lambda n: "/data/" in n and not n.endswith(".pkl"),
+            "TorchScript sha256 .* does not match",
+        ),
+    ],
+    ids=["safetensors", "torchscript-data"],
+)
+def test_edited_weights_fail_the_sha256(cfg, models, member, reason):
     path = make_artifact(models / "v.pt", cfg)
 
     def flip(blob):
         b = bytearray(blob)
-        b[len(b) // 2] ^= 0x40
+        b[len(b) - 8] ^= 0x40  # inside the tensor data, past any header
         return bytes(b)
 
-    _rewrite_member(path, lambda n: "/data/" in n and not n.endswith(".pkl"), flip)
-    with pytest.raises(ValueModelError, match="weights sha256 .* does not match"):
+    _rewrite_member(path, member, flip)
+    with pytest.raises(ValueModelError, match=reason):
         load_value_model("models/v.pt", ["models"])
 
 

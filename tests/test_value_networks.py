@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from learning import FeedForwardValueNet, ResidualValueNet
+from learning.networks import FeedForwardValueNet, ResidualValueNet
 from mpc.value.artifact import quiet_torchscript
 
 

@@ -6,11 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from learning import ResidualValueNet, SobolevFitSpec, export_value, fit_sobolev, quadratic_dataset
+from learning.datasets import quadratic_dataset
+from learning.export import export_value
+from learning.networks import ResidualValueNet
+from learning.sobolev import SobolevFitSpec, fit_sobolev
 from mpc.config import load_config
 from mpc.ocp import NoTerminal, ReachingOCP, TerminalCost
 from mpc.robot_model import build_robot
-from mpc.value.artifact import TARGET_PARAMS, StateLayout, load_value_model, task_fingerprint
+from mpc.value.artifact import (
+    TARGET_PARAMS,
+    StateLayout,
+    file_sha256,
+    load_value_model,
+    task_fingerprint,
+)
 from mpc.value.terminal import LearnedValueTerminal, make_evaluator
 
 from .conftest import IIWA, make_artifact, random_states
@@ -27,6 +36,11 @@ def setup(tmp_path, monkeypatch):
     return cfg, robot, x0
 
 
+def _load(path):
+    """A test's own artifact, trusted so that its TorchScript evaluator may run."""
+    return load_value_model(path, ["."], trusted_sha256=[file_sha256(path)])
+
+
 def _ocp(cfg, robot, terminal, x0, overrides=()):
     spec = cfg.ocp.model_copy(update=dict(overrides))
     return ReachingOCP(robot, spec, np.asarray(cfg.task.target), terminal, x0)
@@ -35,7 +49,7 @@ def _ocp(cfg, robot, terminal, x0, overrides=()):
 @pytest.mark.parametrize("kind, params", CASES)
 def test_fast_path_matches_torchscript(setup, kind, params):
     cfg, robot, _ = setup
-    model = load_value_model(make_artifact("v.pt", cfg, kind=kind, task_params=params), ["."])
+    model = _load(make_artifact("v.pt", cfg, kind=kind, task_params=params))
     fast, ref = make_evaluator(model, "fast"), make_evaluator(model, "torchscript")
     rng = np.random.default_rng(0)
     worst = 0.0
@@ -63,7 +77,7 @@ def test_fast_path_matches_torchscript(setup, kind, params):
 @pytest.mark.parametrize("evaluator", ["fast", "torchscript"])
 def test_terminal_model_against_numdiff(setup, kind, params, evaluator):
     cfg, robot, x0 = setup
-    model = load_value_model(make_artifact("v.pt", cfg, kind=kind, task_params=params), ["."])
+    model = _load(make_artifact("v.pt", cfg, kind=kind, task_params=params))
     term = LearnedValueTerminal(model, evaluator)
     ocp = _ocp(cfg, robot, term, x0)
     cm = ocp.problem.terminalModel
@@ -98,7 +112,7 @@ def test_terminal_model_against_numdiff(setup, kind, params, evaluator):
 def test_calc_diff_after_calc_at_other_state_recomputes(setup):
     """The forward-pass cache must never serve a stale x."""
     cfg, robot, x0 = setup
-    model = load_value_model(make_artifact("v.pt", cfg), ["."])
+    model = _load(make_artifact("v.pt", cfg))
     ev, ref = make_evaluator(model, "fast"), make_evaluator(model, "torchscript")
     a, b = random_states(cfg, 2)
     ev.calc(a)
@@ -111,7 +125,7 @@ def test_calc_diff_after_calc_at_other_state_recomputes(setup):
 
 def test_target_conditioned_value_follows_the_ocp_target(setup):
     cfg, robot, x0 = setup
-    model = load_value_model(make_artifact("v.pt", cfg, task_params=TARGET_PARAMS), ["."])
+    model = _load(make_artifact("v.pt", cfg, task_params=TARGET_PARAMS))
     ocp = _ocp(cfg, robot, LearnedValueTerminal(model), x0)
     ref = make_evaluator(model, "torchscript")
     d = ocp.problem.terminalModel.createData()
@@ -165,7 +179,7 @@ def test_value_fitted_to_a_quadratic_reproduces_the_cpp_quadratic_solution(setup
         task_fingerprint=task_fingerprint(cfg),
         algorithm="test-fit",
     )
-    learned = LearnedValueTerminal(load_value_model("q.pt", ["."]))
+    learned = LearnedValueTerminal(_load("q.pt"))
     sols = {}
     for name, term in (
         ("cpp", StateQuadratic(x_ref, w)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,16 @@ from sim.specs import Strict
 from .executors import ExecutorSpec
 from .systems import SYSTEM_KINDS, SystemSpec
 
-__all__ = ["DVPConfig", "DVPSpec", "FitSpec", "NetworkSpec", "ValidationSpec", "load_dvp_config"]
+__all__ = [
+    "RESUME_MAY_DIFFER",
+    "DVPConfig",
+    "DVPSpec",
+    "FitSpec",
+    "NetworkSpec",
+    "ValidationSpec",
+    "load_dvp_config",
+    "resume_differences",
+]
 
 
 class NetworkSpec(Strict):
@@ -47,7 +57,7 @@ class ValidationSpec(Strict):
     samples: int = Field(default=100, ge=1)
     horizon_factor: int = Field(default=10, ge=2, description="ground truth horizon = this x T")
     maxiter: int = Field(default=500, ge=1)
-    seed: int = Field(default=987654, description="held out: never a training seed")
+    seed: int = Field(default=987654, ge=0, description="held out: never a training seed")
 
 
 class DVPConfig(Strict):
@@ -57,7 +67,43 @@ class DVPConfig(Strict):
     fit: FitSpec = Field(default_factory=FitSpec)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
-    seed: int = 0
+    # torch.manual_seed takes at most 2**64 - 1, and iteration n fits with seed + n.
+    seed: int = Field(default=0, ge=0, lt=2**63)
+
+
+# What ``--resume`` lets differ from the run's stored config: where the solves run (the dataset
+# is the same on any executor, worker count or chunking) and how many iterations to run (the
+# iterations done so far do not depend on it; it may not drop below them).
+RESUME_MAY_DIFFER = ("executor.*", "dvp.iterations")
+
+
+def _flatten(raw: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(raw, dict) and (raw or not prefix):
+        out: dict[str, Any] = {}
+        for k, v in raw.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: raw}
+
+
+def resume_differences(stored: dict[str, Any], cfg: DVPConfig) -> list[str]:
+    """The keys (dotted, with old and new values) where ``cfg`` differs from the config a run was
+    started with, leaving out those in :data:`RESUME_MAY_DIFFER`."""
+    try:  # a stored config fills in defaults just as the new one did
+        stored = DVPConfig.model_validate(stored).model_dump(mode="json")
+    except ValueError:
+        pass  # compared as written: every key it has that differs is reported
+    old, new = _flatten(stored), _flatten(cfg.model_dump(mode="json"))
+    missing = object()
+    out = []
+    for key in sorted(old.keys() | new.keys()):
+        if key.startswith("executor.") or key == "dvp.iterations":
+            continue
+        a, b = old.get(key, missing), new.get(key, missing)
+        if a != b:
+            show = lambda v: "unset" if v is missing else json.dumps(v)  # noqa: E731
+            out.append(f"{key} ({show(a)} -> {show(b)})")
+    return out
 
 
 def _prepare(raw: dict[str, Any], path: Path) -> None:

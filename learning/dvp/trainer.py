@@ -36,17 +36,28 @@ from mpc.io import atomic_write_text
 from mpc.progress import progress_bar
 from mpc.value.artifact import TrainedWith, ValueMetadata
 
-from ..checkpoint import RunFolder
+from ..checkpoint import CheckpointError, RunFolder, RunLocked
 from ..datasets import ValueDataset
 from ..export import build_metadata, export_value
 from ..networks import ValueNet, make_value_net
 from ..sobolev import SobolevFitSpec, fit_sobolev
-from .config import DVPConfig
+from .config import RESUME_MAY_DIFFER, DVPConfig, resume_differences
 from .executors import ValuePayload, make_executor
 from .ground_truth import map_ground_truth
 from .systems import System, SystemSpec, make_system
 
-__all__ = ["DVPResult", "evaluate_value", "train_dvp"]
+__all__ = [
+    "CheckpointError",
+    "ConfigMismatch",
+    "DVPResult",
+    "RunLocked",
+    "evaluate_value",
+    "train_dvp",
+]
+
+
+class ConfigMismatch(VmpcError):
+    """``--resume`` under a config that would change the run's results."""
 
 
 @dataclass
@@ -133,19 +144,100 @@ def train_dvp(
     log: Callable[[str], None] = lambda _msg: None,
 ) -> DVPResult:
     """Run (or resume) DVP into the run folder ``out``; ``log`` receives one line per
-    iteration (the CLI prints them), ``progress`` shows bars on a terminal."""
-    from .plots import plot_convergence, plot_value_map
+    iteration (the CLI prints them), ``progress`` shows bars on a terminal.
+
+    The folder is locked for the whole run (a second trainer on it gets :class:`RunLocked`).
+    ``resume`` refuses a config that differs from the stored one outside
+    :data:`RESUME_MAY_DIFFER` (:class:`ConfigMismatch`), and falls back past damaged
+    checkpoints to the last intact iteration, logging one line."""
 
     out = Path(out)
-    run = RunFolder(out)
-    start = run.completed()
-    if start and not resume:
-        raise VmpcError(
-            f"{out} already holds {start} DVP iteration(s): use --resume to continue "
-            "it or another --out"
+    with RunFolder(out) as run:  # locked for the whole run; released on any exit
+        return _train(cfg, out, run, resume, progress, export, config_text, log)
+
+
+def _check_resumable(cfg: DVPConfig, run: RunFolder, out: Path) -> None:
+    """Refuse to continue a run under a config that would change its results."""
+    stored = run.stored_config()
+    if stored is None:
+        return
+    diffs = resume_differences(stored, cfg)
+    if diffs:
+        raise ConfigMismatch(
+            f"{out}: --resume with a config that differs from the one the run started with: "
+            f"{'; '.join(diffs)}; only "
+            f"{' and '.join(RESUME_MAY_DIFFER)} may change on resume"
         )
-    if config_text is not None:
-        atomic_write_text(out / "config.yaml", config_text)
+
+
+def _restore(
+    run: RunFolder, n: int, net: ValueNet, opt: torch.optim.Optimizer, rng: np.random.Generator
+) -> None:
+    """Weights, optimiser and both RNG states as iteration n left them."""
+    ck = run.load_iteration(n, dataset=False)
+    where = run.ckpt / f"iter_{n:04d}"
+    for name, apply in (
+        ("model.pt", lambda: net.load_state_dict(ck["model"])),
+        ("optim.pt", lambda: opt.load_state_dict(ck["optim"])),
+    ):
+        try:
+            apply()
+        except (RuntimeError, ValueError, KeyError) as exc:
+            detail = " ".join(str(exc).split())[:160]
+            raise CheckpointError(where / name, f"does not fit this network: {detail}") from None
+    rng.bit_generator.state = ck["rng"]
+    torch.set_rng_state(ck["torch_rng"])
+
+
+def _train(
+    cfg: DVPConfig,
+    out: Path,
+    run: RunFolder,
+    resume: bool,
+    progress: bool,
+    export: Path | None,
+    config_text: str | None,
+    log: Callable[[str], None],
+) -> DVPResult:
+    from .plots import plot_convergence, plot_value_map
+
+    if resume:
+        _check_resumable(cfg, run, out)
+        start, problem = run.intact()
+        if cfg.dvp.iterations < start:
+            raise ConfigMismatch(
+                f"{out} holds {start} DVP iterations; --resume cannot shorten it to "
+                f"dvp.iterations={cfg.dvp.iterations}"
+            )
+        if problem is not None:  # one line: what was wrong, and where the run goes on from
+            log(
+                f"{problem}: resuming {out} after iteration {start - 1}, the last intact one "
+                f"(iteration {start} starts again from its RNG state)"
+                if start
+                else f"{problem}: starting {out} again (no intact iteration)"
+            )
+            run.mark_completed(start)
+        elif start:
+            log(f"resuming {out} after iteration {start - 1}")
+    else:
+        if run.has_progress():
+            try:
+                held = f"{run.completed()} DVP iteration(s)"
+            except CheckpointError as exc:
+                held = f"a DVP run ({exc})"
+            raise VmpcError(
+                f"{out} already holds {held}: use --resume to continue it or another --out"
+            )
+        start = 0
+        # A validation set left by a run killed in its first iteration is reused only when that
+        # run had the same config; otherwise it belongs to other problems.
+        try:
+            stored = run.stored_config()
+        except CheckpointError:
+            stored = None
+        if stored is None or resume_differences(stored, cfg):
+            run.drop_validation()
+    run.save_config(cfg.model_dump(mode="json"), config_text)
     torch.set_num_threads(1)  # fits are small; one thread keeps them bit-reproducible
     system = make_system(cfg.system)
     spec_json = TypeAdapter(SystemSpec).dump_json(cfg.system).decode()
@@ -161,18 +253,17 @@ def train_dvp(
     metrics: list[dict[str, Any]] = []
     samples_total = 0
     if start:
-        ck = run.load_iteration(start - 1)
-        net.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optim"])
-        rng.bit_generator.state = ck["rng"]
-        torch.set_rng_state(ck["torch_rng"])
-        metrics = [run.load_iteration(i)["metrics"] for i in range(start)]
+        _restore(run, start - 1, net, opt, rng)
+        metrics = [run.load_iteration(i, dataset=False)["metrics"] for i in range(start)]
         samples_total = int(sum(m["samples"] for m in metrics))
-        log(f"resuming {out} after iteration {start - 1}")
 
     with make_executor(cfg.executor, spec_json) as ex:
         # Held-out problems and their ground truth: converged solves of horizon factor x T.
-        val = run.load_validation()
+        try:
+            val = run.load_validation()
+        except CheckpointError as exc:
+            log(f"{exc}: computing the validation set again (its seed makes it the same)")
+            val = None
         if val is None:
             v_rows = system.sample(
                 cfg.validation.samples, np.random.default_rng(cfg.validation.seed)

@@ -32,6 +32,41 @@ class BridgeLimits(Strict):
     max_torque_nm: float = Field(default=50.0, gt=0, description="|torque| [N m]")
     max_duration_s: float = Field(default=2.0, gt=0, description="duration of one push [s]")
     max_path_chars: int = Field(default=1024, ge=1, description="length of a swap_value path")
+    # Limits in total, over every client: a client that reconnects (a new identity per command)
+    # or sends many pushes at once cannot get more than these.
+    global_rate_hz: float = Field(
+        default=400.0, gt=0, description="sustained commands per second, all clients together"
+    )
+    global_burst: int = Field(
+        default=100, ge=1, description="commands allowed back to back, all clients together"
+    )
+    max_clients: int = Field(
+        default=256,
+        ge=1,
+        le=1 << 16,
+        description="per-client rate-limit entries kept (least recently seen forgotten first)",
+    )
+    max_active_pushes: int = Field(
+        default=8, ge=1, description="bridge pushes applied at the same time"
+    )
+    max_total_force_n: float = Field(
+        default=400.0,
+        gt=0,
+        description="sum of |force| of the active bridge pushes and the streamed wrench [N]",
+    )
+    max_total_torque_nm: float = Field(
+        default=100.0, gt=0, description="sum of |torque|, as max_total_force_n [N m]"
+    )
+    max_pending_bytes: int = Field(
+        default=4 << 20,
+        ge=1 << 16,
+        description="bytes the command connections together may have sent that the server has "
+        "not read yet (a multi-frame message is invisible until complete); above it the "
+        "connection holding the most is closed",
+    )
+    max_connections: int = Field(
+        default=256, ge=1, le=1 << 16, description="command connections open at the same time"
+    )
 
 
 class BridgeSpec(Strict):
@@ -68,6 +103,11 @@ class BridgeSpec(Strict):
     )
     limits: BridgeLimits = Field(default_factory=BridgeLimits)
     curve: CurveSpec | None = Field(default=None, description="null: no encryption")
+    insecure: bool = Field(
+        default=False,
+        description="allow a non-loopback bind without CURVE (anyone who reaches the machine "
+        "can push the arm)",
+    )
 
     @field_validator("topic")
     @classmethod

@@ -3,7 +3,9 @@
 ``lockstep`` (deterministic): each replan is applied at the tick it was computed for; its wall
 time is measured and a deadline miss is counted when it exceeds the replan period.
 ``wallclock``: the loop is paced to real time and a plan that took L sim steps of wall time to
-compute becomes active L steps late; the previous feedback law runs meanwhile.
+compute becomes active L steps late; the previous feedback law runs meanwhile. A plan that is
+already older than ``mpc.watchdog.max_plan_age_s`` (or its horizon) then is dropped, counted in
+``stale_plans_skipped``.
 """
 
 from __future__ import annotations
@@ -225,7 +227,7 @@ class ClosedLoop:
             if self.disturbances.update(t):
                 arm.set_wrenches(self.disturbances.wrenches())
             if activate_at >= 0 and k >= activate_at:
-                ctrl.activate()
+                ctrl.activate(t)  # dropped (counted) if already older than the age limit
                 activate_at = -1
             if k % every == 0 and activate_at < 0:
                 rep = ctrl.solve(x_meas, t)
@@ -239,7 +241,7 @@ class ClosedLoop:
                     log.debug("t=%.3f s: solve %s", t, rep.status.name)
                 latency = int(rep.solve_ms * 1e-3 / sim_dt) if wallclock else 0
                 if latency == 0:
-                    ctrl.activate()
+                    ctrl.activate(t)
                 else:
                     activate_at = k + latency
             ctrl.control(x_meas, t, tau)
@@ -303,6 +305,15 @@ class ClosedLoop:
             fallback_ticks=c.fallback_ticks,
             nonfinite_torques=c.nonfinite_torques,
             torque_saturation_steps=c.torque_saturation_steps,
+            solves_skipped=c.solves_skipped,
+            state_watchdog_entries=c.state_watchdog_entries,
+            state_watchdog_ticks=c.state_watchdog_ticks,
+            state_hold_ticks=c.state_hold_ticks,
+            state_brakes=c.state_brakes,
+            plan_age_brakes=c.plan_age_brakes,
+            brake_ticks=c.brake_ticks,
+            stale_plans_skipped=c.stale_plans_skipped,
+            joint_limit_violation_ticks=c.joint_limit_violation_ticks,
             real_time_factor=sim_time / wall_s if wall_s > 0 else math.inf,
             interrupted=self.stop_requested,
             sim_steps=lg.steps,

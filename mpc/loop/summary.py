@@ -36,6 +36,15 @@ SUMMARY_KEYS = (
     "deadline_misses",
     "solver_failures",
     "torque_saturation_steps",
+    "solves_skipped",
+    "state_watchdog_entries",
+    "state_watchdog_ticks",
+    "state_hold_ticks",
+    "state_brakes",
+    "plan_age_brakes",
+    "brake_ticks",
+    "stale_plans_skipped",
+    "joint_limit_violation_ticks",
     "real_time_factor",
     "sim_steps",
     "horizon",
@@ -83,6 +92,16 @@ class RunSummary:
     fallback_ticks: int
     nonfinite_torques: int
     torque_saturation_steps: int
+    # Watchdogs (mpc/controller.py): counts of ticks, episodes and replans.
+    solves_skipped: int  # replans not run: the measured state was bad
+    state_watchdog_entries: int  # episodes of bad measured states
+    state_watchdog_ticks: int  # ticks with a bad measured state
+    state_hold_ticks: int  # ticks holding the last good torque
+    state_brakes: int  # bad-state episodes that reached the brake
+    plan_age_brakes: int  # brake entries: the active plan was too old
+    brake_ticks: int  # ticks commanding the brake
+    stale_plans_skipped: int  # plans too old when they would have gone live (wallclock)
+    joint_limit_violation_ticks: int  # ticks with measured q or v beyond the URDF limits
     real_time_factor: float
     interrupted: bool
     sim_steps: int

@@ -1,26 +1,36 @@
 """The value-model artifact: the contract between learning/ (which writes it) and mpc/ (which
 loads it).
 
-One TorchScript file (``torch.jit.script`` then ``save``) holding
+One TorchScript file (``torch.jit.script`` then ``save``), format version 2, holding
 
 * ``forward(z_batch) -> V`` with z = [x, theta] (state, then task parameters),
 * ``value_and_derivatives(z) -> (V, V_z, V_zz)`` for one input, analytic, float64,
-* ``metadata.json`` in the archive's extra files (:class:`ValueMetadata`).
+* in the archive's extra files: ``metadata.json`` (:class:`ValueMetadata`) and
+  ``weights.safetensors`` (the same weights, float64, in a format that loads without code).
 
-TorchScript is executable code: :func:`load_value_model` only opens files inside the allowed
-folders. :func:`read_metadata` reads the JSON straight from the zip without running anything.
+TorchScript is executable code (``torch.jit.load`` runs the archive's ``__setstate__``), so the
+controller never loads it by default: :func:`load_value_model` opens the file once (inside the
+allowed folders, owned by us or root, not writable by group or others), reads it from that
+handle with size caps, and takes only the metadata and the safetensors weights, checked against
+each other and against the hashes in the metadata. ``model.module`` (the TorchScript evaluator)
+runs the file only when its whole-file sha256 is trusted: listed in ``TRUSTED.sha256`` next to
+it, or passed explicitly (``value.trusted_sha256``). Version 1 files (no safetensors) are refused
+with a pointer to ``vmpc value upgrade``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
+import stat
+import struct
 import warnings
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +44,10 @@ from ..errors import VmpcError
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "MAX_FILE_BYTES",
     "METADATA_FILE",
+    "TRUST_MANIFEST",
+    "WEIGHTS_FILE",
     "TARGET_PARAMS",
     "Architecture",
     "Provenance",
@@ -45,7 +58,10 @@ __all__ = [
     "ValueModelError",
     "allowed_real_path",
     "check_allowed_path",
+    "file_sha256",
     "load_value_model",
+    "module_sha256",
+    "read_trusted",
     "quiet_torchscript",
     "read_metadata",
     "task_fingerprint",
@@ -53,8 +69,19 @@ __all__ = [
 ]
 
 FORMAT = "vmpc-value"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # read_metadata reads both; only 2 loads
 METADATA_FILE = "metadata.json"
+WEIGHTS_FILE = "weights.safetensors"
+TRUST_MANIFEST = "TRUSTED.sha256"  # "<sha256>  <file name>" lines, next to the models
+# Caps of the default (no-code) load. The shipped models are ~190 KB with ~30 members.
+MAX_FILE_BYTES = 64 << 20
+MAX_MEMBERS = 256
+MAX_MEMBER_BYTES = 32 << 20
+MAX_DEFLATED_BYTES = 256 << 10  # TorchScript deflates its code files (a few KB each)
+MAX_HEADER_BYTES = 64 << 10  # the safetensors JSON header
+MAX_METADATA_BYTES = 1 << 20
+MAX_MANIFEST_BYTES = 64 << 10
 TARGET_PARAMS = ("target_x", "target_y", "target_z")  # EE target [m], world frame
 
 
@@ -65,7 +92,7 @@ class ValueModelError(VmpcError):
 class Architecture(Strict):
     kind: Literal["residual", "feedforward"]
     n_in: int = Field(gt=0, description="input width: state dimension + task parameters")
-    hidden: list[int] = Field(min_length=1)
+    hidden: list[int] = Field(min_length=1, max_length=64)
     residual_dim: int | None = Field(default=None, gt=0, description="width of r(z)")
     activation: Literal["tanh"] = "tanh"
 
@@ -84,6 +111,9 @@ class TrainedWith(Strict):
         default=None,
         description="(min, max) of the task parameters trained on, e.g. the EE "
         "target box [m] of a target-conditioned value",
+    )
+    state_box: tuple[list[float], list[float]] | None = Field(
+        default=None, description="(min, max) of the states trained on, [q, v]"
     )
 
 
@@ -107,6 +137,10 @@ class ValueMetadata(Strict):
     trained: TrainedWith = Field(default_factory=TrainedWith)
     provenance: Provenance
     weights_sha256: str
+    module_sha256: str | None = Field(
+        default=None,
+        description="sha256 of the archive's TorchScript members (all but extra/); format 2",
+    )
 
     @property
     def target_conditioned(self) -> bool:
@@ -166,43 +200,232 @@ def task_fingerprint(cfg: Any, task_params: Sequence[str] = ()) -> str:
     return "sha256:" + hashlib.sha256(blob).hexdigest()
 
 
+def _roots(allowed_dirs: Sequence[str | Path], bases: Sequence[Path]) -> list[Path]:
+    """Real paths of the allowed folders: absolute entries as they are, relative ones against
+    every base (the config file's folder first)."""
+    roots = []
+    for d in allowed_dirs:
+        p = Path(d).expanduser()
+        for b in [Path("/")] if p.is_absolute() else bases:
+            roots.append(Path(os.path.realpath(b / p)))
+    return roots
+
+
+def _bases(base: Path | Sequence[Path] | None) -> list[Path]:
+    if base is None:
+        return [Path.cwd()]
+    return [base] if isinstance(base, Path) else list(base)
+
+
 def allowed_real_path(
-    path: str | Path, allowed_dirs: Sequence[str | Path], base: Path | None = None
+    path: str | Path,
+    allowed_dirs: Sequence[str | Path],
+    base: Path | Sequence[Path] | None = None,
 ) -> Path | None:
-    """The real path of ``path`` (symlinks and '..' resolved) if it lies inside one of
-    ``allowed_dirs``, else None. The one folder check of the project: the loader and the
-    bridge's early refusal both use it."""
-    base = base or Path.cwd()
+    """The real path of ``path`` (relative to the working directory; symlinks and '..'
+    resolved) if it lies inside one of ``allowed_dirs`` (relative entries resolved against
+    ``base``, default the working directory), else None. The one folder check of the project:
+    the loader and the bridge's early refusal both use it."""
     try:
-        real = Path(os.path.realpath(base / Path(path).expanduser()))
-        roots = [Path(os.path.realpath(base / Path(d).expanduser())) for d in allowed_dirs]
+        real = Path(os.path.realpath(Path(path).expanduser()))
+        roots = _roots(allowed_dirs, _bases(base))
     except (OSError, RuntimeError, ValueError):
         return None
     return real if any(real == r or r in real.parents for r in roots) else None
 
 
+def _outside(path: str | Path, allowed_dirs: Sequence[str | Path]) -> ValueModelError:
+    shown = ", ".join(f"{d}/" for d in allowed_dirs) or "(none)"
+    return ValueModelError(f"{path}: outside the allowed folders {shown} (value.allowed_dirs)")
+
+
 def check_allowed_path(
-    path: str | Path, allowed_dirs: Sequence[str | Path], base: Path | None = None
+    path: str | Path,
+    allowed_dirs: Sequence[str | Path],
+    base: Path | Sequence[Path] | None = None,
 ) -> Path:
     """The real path of an existing file inside one of ``allowed_dirs``; raises
     :class:`ValueModelError` naming the folders otherwise."""
     real = allowed_real_path(path, allowed_dirs, base)
     if real is None:
-        shown = ", ".join(f"{d}/" for d in allowed_dirs) or "(none)"
-        raise ValueModelError(f"{path}: outside the allowed folders {shown} (value.allowed_dirs)")
+        raise _outside(path, allowed_dirs)
     if not real.is_file():
         raise ValueModelError(f"{path}: no such file")
     return real
 
 
-def _archive_metadata(zf: zipfile.ZipFile) -> bytes:
-    names = [n for n in zf.namelist() if n.endswith(f"/extra/{METADATA_FILE}")]
-    if len(names) != 1:
-        raise ValueModelError(f"no {METADATA_FILE} in the archive")
-    return zf.read(names[0])
+def _owner_ok(st: os.stat_result) -> bool:
+    return st.st_uid in (os.geteuid(), 0)
 
 
-def _parse_metadata(blob: bytes | str, path: Path) -> ValueMetadata:
+def _check_folders(path: str | Path, real: Path, roots: Sequence[Path]) -> None:
+    """Every folder from the file's up to its allowed root: owned by us or root, not writable
+    by group or others (as ssh checks ~/.ssh)."""
+    root = next((r for r in roots if r == real or r in real.parents), None)
+    folder = real.parent
+    while True:
+        st = os.stat(folder)
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise ValueModelError(
+                f"{path}: folder {folder} is writable by group or others; refusing to load "
+                f"(chmod go-w {folder})"
+            )
+        if not _owner_ok(st):
+            raise ValueModelError(
+                f"{path}: folder {folder} is owned by another user (uid {st.st_uid})"
+            )
+        if root is None or folder == root or folder == folder.parent:
+            return
+        folder = folder.parent
+
+
+def _read_checked(path: str | Path, real: Path, cap: int) -> bytes:
+    """Open ``real`` once (no symlink at the last component, no blocking on a FIFO), check the
+    open file (regular, size, owner, mode) and read it from the same handle."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags |= getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(real, flags)
+    except FileNotFoundError:
+        raise ValueModelError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ValueModelError(f"{path}: cannot open ({exc.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueModelError(f"{path}: not a regular file")
+        if st.st_size > cap:
+            raise ValueModelError(f"{path}: {st.st_size} bytes, over the {cap}-byte cap")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise ValueModelError(
+                f"{path}: writable by group or others; refusing to load (chmod go-w {path})"
+            )
+        if not _owner_ok(st):
+            raise ValueModelError(f"{path}: owned by another user (uid {st.st_uid})")
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, min(1 << 20, cap + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > cap:
+                raise ValueModelError(f"{path}: grew over the {cap}-byte cap while read")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def open_allowed(
+    path: str | Path,
+    allowed_dirs: Sequence[str | Path],
+    base: Path | Sequence[Path] | None = None,
+    cap: int = MAX_FILE_BYTES,
+) -> tuple[Path, bytes]:
+    """(real path, bytes) of a file inside the allowed folders, checked as ssh checks its keys
+    and read from the one handle that was checked."""
+    bases = _bases(base)
+    real = allowed_real_path(path, allowed_dirs, bases)
+    if real is None:
+        raise _outside(path, allowed_dirs)
+    if not os.path.lexists(real):
+        raise ValueModelError(f"{path}: no such file")
+    _check_folders(path, real, _roots(allowed_dirs, bases))
+    return real, _read_checked(path, real, cap)
+
+
+def file_sha256(path_or_bytes: str | Path | bytes) -> str:
+    """Hex sha256 of a whole file (what TRUSTED.sha256 and value.trusted_sha256 list)."""
+    blob = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def read_trusted(folder: Path) -> set[str]:
+    """The sha256 values of ``folder/TRUSTED.sha256`` (sha256sum format), read with the same
+    checks as a model; an absent manifest trusts nothing."""
+    manifest = folder / TRUST_MANIFEST
+    if not manifest.is_file():
+        return set()
+    blob = _read_checked(manifest, manifest, MAX_MANIFEST_BYTES)
+    out = set()
+    for line in blob.decode("utf-8", "replace").splitlines():
+        parts = line.split()
+        if parts and len(parts[0]) == 64 and all(c in "0123456789abcdef" for c in parts[0]):
+            out.add(parts[0])
+    return out
+
+
+# -- the archive, read without running it -----------------------------------------------------
+def _zip(blob: bytes, path: str | Path) -> zipfile.ZipFile:
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(blob))
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ValueModelError(f"{path}: cannot load as TorchScript archive ({exc})") from None
+    infos = zf.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise ValueModelError(f"{path}: {len(infos)} archive members, over the {MAX_MEMBERS} cap")
+    for info in infos:
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise ValueModelError(
+                f"{path}: member {info.filename} is {info.file_size} bytes, over the "
+                f"{MAX_MEMBER_BYTES}-byte cap"
+            )
+        if info.compress_type != zipfile.ZIP_STORED and (
+            info.file_size > MAX_DEFLATED_BYTES or info.compress_size > MAX_DEFLATED_BYTES
+        ):
+            raise ValueModelError(
+                f"{path}: member {info.filename} is compressed and {info.file_size} bytes, over "
+                f"the {MAX_DEFLATED_BYTES}-byte cap for compressed members"
+            )
+    return zf
+
+
+def _member(zf: zipfile.ZipFile, blob: bytes, info: zipfile.ZipInfo, path: str | Path) -> bytes:
+    """A member's bytes, bounded by its declared size. Stored members are sliced from the
+    buffer after their local header (so a damaged one reaches the hash check); compressed ones
+    (small, capped above) go through zipfile with its CRC check."""
+    try:
+        if info.compress_type == zipfile.ZIP_STORED:
+            off = info.header_offset
+            head = blob[off : off + 30]
+            if len(head) != 30 or head[:4] != b"PK\x03\x04":
+                raise zipfile.BadZipFile(f"bad local header of {info.filename}")
+            n_name, n_extra = struct.unpack("<HH", head[26:30])
+            start = off + 30 + n_name + n_extra
+            data = blob[start : start + info.compress_size]
+            if len(data) != info.file_size:
+                raise zipfile.BadZipFile(f"{info.filename} is truncated")
+            return data
+        with zf.open(info) as fh:
+            data = fh.read(MAX_DEFLATED_BYTES + 1)
+        if len(data) > MAX_DEFLATED_BYTES:
+            raise zipfile.BadZipFile(f"{info.filename} inflates past its cap")
+        return data
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ValueModelError(f"{path}: cannot load as TorchScript archive ({exc})") from None
+
+
+def _extra(zf: zipfile.ZipFile, name: str) -> zipfile.ZipInfo | None:
+    infos = [i for i in zf.infolist() if i.filename.endswith(f"/extra/{name}")]
+    if len(infos) > 1:
+        raise ValueModelError(f"{len(infos)} copies of {name} in the archive")
+    return infos[0] if infos else None
+
+
+def module_sha256(zf: zipfile.ZipFile, blob: bytes, path: str | Path = "<archive>") -> str:
+    """sha256 of the TorchScript part of an archive: every member by name, but extra/ and the
+    per-save .data/serialization_id."""
+    h = hashlib.sha256()
+    for info in sorted(zf.infolist(), key=lambda i: i.filename):
+        if "/extra/" in info.filename or info.filename.endswith("/.data/serialization_id"):
+            continue
+        data = _member(zf, blob, info, path)
+        h.update(info.filename.encode() + b"\0" + str(len(data)).encode() + b"\0")
+        h.update(data)
+    return h.hexdigest()
+
+
+def _parse_metadata(blob: bytes | str, path: str | Path) -> ValueMetadata:
     try:
         raw = json.loads(blob)
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -211,7 +434,7 @@ def _parse_metadata(blob: bytes | str, path: Path) -> ValueMetadata:
         raise ValueModelError(f"{path}: {METADATA_FILE} is not an object")
     if raw.get("format") != FORMAT:
         raise ValueModelError(f"{path}: not a {FORMAT} file (format={raw.get('format')!r})")
-    if raw.get("format_version") != FORMAT_VERSION:
+    if raw.get("format_version") not in READABLE_VERSIONS:
         raise ValueModelError(
             f"{path}: format version {raw.get('format_version')!r} is not "
             f"supported (this build reads {FORMAT_VERSION})"
@@ -224,29 +447,118 @@ def _parse_metadata(blob: bytes | str, path: Path) -> ValueMetadata:
         raise ValueModelError(f"{path}: metadata {loc}: {err['msg']}") from None
 
 
-def read_metadata(path: str | Path) -> ValueMetadata:
-    """Metadata of an artifact, read from the zip without executing anything."""
-    path = Path(path)
+def _metadata_of(zf: zipfile.ZipFile, blob: bytes, path: str | Path) -> ValueMetadata:
     try:
-        with zipfile.ZipFile(path) as zf:
-            blob = _archive_metadata(zf)
-    except FileNotFoundError:
-        raise ValueModelError(f"{path}: no such file") from None
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ValueModelError(f"{path}: not a TorchScript archive ({exc})") from None
+        info = _extra(zf, METADATA_FILE)
     except ValueModelError as exc:
         raise ValueModelError(f"{path}: {exc}") from None
-    return _parse_metadata(blob, path)
+    if info is None:
+        raise ValueModelError(f"{path}: no {METADATA_FILE} in the archive")
+    if info.file_size > MAX_METADATA_BYTES:
+        raise ValueModelError(
+            f"{path}: {METADATA_FILE} is {info.file_size} bytes, over the "
+            f"{MAX_METADATA_BYTES}-byte cap"
+        )
+    return _parse_metadata(_member(zf, blob, info, path), path)
+
+
+def read_metadata(path: str | Path) -> ValueMetadata:
+    """Metadata of an artifact (format 1 or 2), read from the zip without executing anything."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ValueModelError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ValueModelError(f"{path}: not a TorchScript archive ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FILE_BYTES:
+            raise ValueModelError(f"{path}: not a TorchScript archive (not a file, or too big)")
+        blob = fh.read(MAX_FILE_BYTES + 1)
+    try:
+        zf = _zip(blob, path)
+    except ValueModelError as exc:
+        raise ValueModelError(str(exc).replace("cannot load as", "not a")) from None
+    return _metadata_of(zf, blob, path)
+
+
+def upgrade_hint(path: str | Path) -> str:
+    return (
+        f"{path}: format version 1 (its weights load only by running its TorchScript); "
+        f"rewrite it as version 2 with `vmpc value upgrade {path}`"
+    )
+
+
+def _expected_shapes(meta: ValueMetadata) -> dict[str, tuple[int, ...]]:
+    a = meta.architecture
+    widths = [a.n_in, *a.hidden]
+    n_out = a.residual_dim if a.kind == "residual" else 1
+    if n_out is None:
+        raise ValueModelError("metadata: a residual network needs architecture.residual_dim")
+    shapes: dict[str, tuple[int, ...]] = {"in_mean": (a.n_in,), "in_std": (a.n_in,)}
+    for i in range(len(a.hidden)):
+        shapes[f"layers.{i}.weight"] = (widths[i + 1], widths[i])
+        shapes[f"layers.{i}.bias"] = (widths[i + 1],)
+    shapes["out.weight"] = (n_out, widths[-1])
+    shapes["out.bias"] = (n_out,)
+    return shapes
+
+
+def _weights(raw: bytes, meta: ValueMetadata, path: str | Path) -> dict[str, np.ndarray]:
+    """The safetensors weights, after their header's names, dtypes and shapes are compared
+    with the metadata's architecture (nothing is sized from the metadata before that)."""
+    if len(raw) < 8:
+        raise ValueModelError(f"{path}: {WEIGHTS_FILE} is truncated")
+    (n_head,) = struct.unpack("<Q", raw[:8])
+    if n_head > MAX_HEADER_BYTES or 8 + n_head > len(raw):
+        raise ValueModelError(f"{path}: {WEIGHTS_FILE} header of {n_head} bytes is invalid")
+    try:
+        header = json.loads(raw[8 : 8 + n_head])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueModelError(f"{path}: {WEIGHTS_FILE} header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise ValueModelError(f"{path}: {WEIGHTS_FILE} header is not an object")
+    header.pop("__metadata__", None)
+    try:
+        expected = _expected_shapes(meta)
+    except ValueModelError as exc:
+        raise ValueModelError(f"{path}: {exc}") from None
+    if set(header) != set(expected):
+        raise ValueModelError(
+            f"{path}: tensors {sorted(header)[:6]} do not match the metadata's "
+            f"{meta.architecture.kind} network {sorted(expected)[:6]}"
+        )
+    for name, want in expected.items():
+        entry = header[name] if isinstance(header[name], dict) else {}
+        shape, dtype = entry.get("shape"), entry.get("dtype")
+        got = tuple(shape) if isinstance(shape, list) else None
+        if dtype != "F64" or got != want:
+            raise ValueModelError(
+                f"{path}: tensor {name} is {dtype} {list(got or ())}, the metadata's "
+                f"architecture says F64 {list(want)}"
+            )
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    try:
+        arrays = load(raw)
+    except (SafetensorError, ValueError) as exc:
+        raise ValueModelError(f"{path}: {WEIGHTS_FILE} is invalid ({exc})") from None
+    return {k: np.array(v, dtype=np.float64) for k, v in arrays.items()}
 
 
 @dataclass
 class ValueModel:
-    """A loaded, integrity-checked artifact."""
+    """A loaded, integrity-checked artifact: metadata and float64 weights. ``module`` (the
+    TorchScript, executable code) is loaded on first use, and only from a trusted file."""
 
     path: Path
-    module: Any  # torch.jit.ScriptModule
+    _module: Any  # the TorchScript once loaded (None: not loaded); see ``module``
     metadata: ValueMetadata
-    arrays: dict[str, np.ndarray]  # float64 copies of the weights, by state-dict name
+    arrays: dict[str, np.ndarray]  # float64 weights, by state-dict name
+    file_sha256: str = ""
+    trusted: bool = False
+    blob: bytes = field(default=b"", repr=False)  # the file as read and checked
 
     @property
     def model_id(self) -> str:
@@ -256,30 +568,54 @@ class ValueModel:
     def nx(self) -> int:
         return self.metadata.state.nx
 
+    @property
+    def module(self) -> Any:
+        """The TorchScript module (runs the file's code): only for a trusted file."""
+        if self._module is None:
+            if not self.trusted:
+                raise ValueModelError(
+                    f"{self.path}: the TorchScript evaluator runs the file's code, and its "
+                    f"sha256 {self.file_sha256[:16]}... is not trusted (list it in "
+                    f"{TRUST_MANIFEST} next to the file or in value.trusted_sha256)"
+                )
+            self._module = _jit_load(self.blob, self.path)
+        return self._module
 
-def load_value_model(
-    path: str | Path, allowed_dirs: Sequence[str | Path], base: Path | None = None
-) -> ValueModel:
-    """Load an artifact from an allowed folder and check it is whole and self-consistent."""
+
+def _jit_load(blob: bytes, path: str | Path) -> Any:
     import torch
 
-    real = check_allowed_path(path, allowed_dirs, base)
-    extra = {METADATA_FILE: ""}
     try:
         with quiet_torchscript():
-            module = torch.jit.load(str(real), map_location="cpu", _extra_files=extra)
+            return torch.jit.load(io.BytesIO(blob), map_location="cpu")
     except Exception as exc:  # torch raises RuntimeError/ValueError of many shapes here
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueModelError(f"{path}: cannot load as TorchScript ({first[:160]})") from None
-    meta = _parse_metadata(extra[METADATA_FILE], Path(path))  # bytes, though typed str
-    arrays = {
-        k: v.detach().to(torch.float64).numpy().copy() for k, v in module.state_dict().items()
-    }
+
+
+def parse_artifact(
+    blob: bytes, path: str | Path, trusted_sha256: Collection[str] = ()
+) -> ValueModel:
+    """Check an artifact's bytes (format 2) and take its metadata and weights; runs nothing."""
+    zf = _zip(blob, path)
+    meta = _metadata_of(zf, blob, path)
+    if meta.format_version == 1:
+        raise ValueModelError(upgrade_hint(path))
+    info = _extra(zf, WEIGHTS_FILE)
+    if info is None or meta.module_sha256 is None:
+        raise ValueModelError(f"{path}: format 2 without {WEIGHTS_FILE} or module_sha256")
+    arrays = _weights(_member(zf, blob, info, path), meta, path)
     digest = weights_sha256(arrays)
     if digest != meta.weights_sha256:
         raise ValueModelError(
             f"{path}: weights sha256 {digest[:12]}... does not match the "
             f"metadata's {meta.weights_sha256[:12]}... (corrupted or edited)"
+        )
+    code = module_sha256(zf, blob, path)
+    if code != meta.module_sha256:
+        raise ValueModelError(
+            f"{path}: TorchScript sha256 {code[:12]}... does not match the "
+            f"metadata's {meta.module_sha256[:12]}... (corrupted or edited)"
         )
     if not all(np.isfinite(a).all() for a in arrays.values()):
         raise ValueModelError(f"{path}: weights contain NaN or inf")
@@ -289,4 +625,26 @@ def load_value_model(
             f"{path}: input width {meta.architecture.n_in} != state "
             f"{meta.state.nx} + {len(meta.task_params)} task parameters"
         )
-    return ValueModel(Path(path), module, meta, arrays)
+    sha = hashlib.sha256(blob).hexdigest()
+    return ValueModel(Path(path), None, meta, arrays, sha, sha in set(trusted_sha256), blob)
+
+
+def load_value_model(
+    path: str | Path,
+    allowed_dirs: Sequence[str | Path],
+    base: Path | Sequence[Path] | None = None,
+    *,
+    trusted_sha256: Collection[str] = (),
+    module: bool = False,
+) -> ValueModel:
+    """Load an artifact from an allowed folder and check it is whole and self-consistent,
+    without running any of it. ``module=True`` also loads the TorchScript, which needs the
+    file's sha256 in ``trusted_sha256`` or in the folder's TRUSTED.sha256."""
+    real, blob = open_allowed(path, allowed_dirs, base)
+    trusted = set(trusted_sha256)
+    with contextlib.suppress(ValueModelError):  # an unsafe manifest trusts nothing
+        trusted |= read_trusted(real.parent)
+    model = parse_artifact(blob, path, trusted)
+    if module:
+        _ = model.module
+    return model

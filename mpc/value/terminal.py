@@ -23,7 +23,13 @@ import numpy as np
 from ..config import Config
 from ..errors import SwapRefused
 from ..ocp import PreparedTerminal, ReachingOCP, TerminalCost
-from .artifact import TARGET_PARAMS, ValueModel, ValueModelError, load_value_model, task_fingerprint
+from .artifact import (
+    TARGET_PARAMS,
+    ValueModel,
+    ValueModelError,
+    load_value_model,
+    task_fingerprint,
+)
 
 __all__ = [
     "FastResidualEvaluator",
@@ -34,6 +40,8 @@ __all__ = [
     "make_evaluator",
     "check_compatible",
     "prepare_value_terminal",
+    "validation_states",
+    "value_bases",
 ]
 
 SQRT2 = math.sqrt(2.0)
@@ -300,12 +308,72 @@ def check_compatible(model: ValueModel, cfg: Config, ocp: ReachingOCP) -> str | 
     return None
 
 
+def value_bases(cfg: Config) -> list[Path]:
+    """Where relative ``value.allowed_dirs`` entries resolve: the config file's folder, then
+    the working directory (the shipped configs live in configs/, their models in ./models)."""
+    bases = [cfg.base_dir.resolve()]
+    if Path.cwd().resolve() not in bases:
+        bases.append(Path.cwd().resolve())
+    return bases
+
+
+# Spread of the validation states around the current one when the artifact records no state
+# box: within the joint limits in q, +-V_SPREAD in v.
+Q_SPREAD, V_SPREAD = 0.5, 1.0
+
+
+def validation_states(
+    model: ValueModel, x: np.ndarray, ocp: ReachingOCP, n: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """n states (and task parameters, for a target-conditioned value) to validate a value on:
+    in the recorded training box, else around ``x`` within the joint limits."""
+    rng = np.random.default_rng(seed)
+    trained, nq = model.metadata.trained, ocp.nx // 2
+    if trained.state_box is not None and len(trained.state_box[0]) == ocp.nx:
+        lo, hi = (np.asarray(b, dtype=float) for b in trained.state_box)
+        xs = rng.uniform(lo, hi, (n, ocp.nx))
+    else:
+        ql, qu = np.asarray(ocp.robot.q_lower), np.asarray(ocp.robot.q_upper)
+        q = np.clip(x[:nq] + rng.uniform(-Q_SPREAD, Q_SPREAD, (n, nq)), ql, qu)
+        v = x[nq:] + rng.uniform(-V_SPREAD, V_SPREAD, (n, nq))
+        xs = np.hstack([q, v])
+    thetas = None
+    if model.metadata.target_conditioned:
+        box = trained.task_box
+        if box is not None and len(box[0]) == len(TARGET_PARAMS):
+            thetas = rng.uniform(box[0], box[1], (n, len(TARGET_PARAMS)))
+        else:
+            thetas = np.repeat(np.asarray(ocp.target, dtype=float)[None, :], n, axis=0)
+    return xs, thetas
+
+
+def _bad(cost: float, lx: np.ndarray, lxx: np.ndarray, bound: float) -> str | None:
+    if not (math.isfinite(cost) and np.isfinite(lx).all() and np.isfinite(lxx).all()):
+        return "not finite"
+    worst = max(abs(cost), float(np.abs(lx).max(initial=0.0)), float(np.abs(lxx).max(initial=0.0)))
+    if worst > bound:
+        return f"over the {bound:g} bound (|V|, |Vx| or |Vxx| = {worst:.3g}; value.max_abs_value)"
+    return None
+
+
 def prepare_value_terminal(
     spec: Path, force: bool, x: np.ndarray, cfg: Config, ocp: ReachingOCP, warmups: int = 5
 ) -> PreparedTerminal:
-    """Load, validate, build and warm up a value terminal; raise SwapRefused with the reason."""
+    """Load, validate, build and warm up a value terminal; raise SwapRefused with the reason.
+
+    The default (fast) evaluator runs nothing from the file; ``value.evaluator: torchscript``
+    loads the module only for a trusted file. The value, gradient and Hessian must be finite
+    and within ``value.max_abs_value`` at the current state and at ``value.validation_states``
+    states sampled in the artifact's training box (or around the current state)."""
+    torchscript = cfg.value.evaluator == "torchscript"
     try:
-        model = load_value_model(spec, cfg.value.allowed_dirs)
+        model = load_value_model(
+            spec,
+            cfg.value.allowed_dirs,
+            value_bases(cfg),
+            trusted_sha256=cfg.value.trusted_sha256,
+            module=torchscript,
+        )
         mismatch = check_compatible(model, cfg, ocp)
     except ValueModelError as exc:
         raise SwapRefused(str(exc)) from None
@@ -318,24 +386,48 @@ def prepare_value_terminal(
     croc = term.make_model(ocp)
     term.set_target(ocp.target)
     data = croc.createData()
+    bound = cfg.value.max_abs_value
     times = []
     for _ in range(warmups):
         croc.evaluator.invalidate()  # time a full evaluation, not a cache hit
-        t0 = time.perf_counter()
+        # CPU time of this thread: the swap worker shares the GIL with a running loop, and the
+        # wall time of a call would count the waits for it (a spurious refusal under load).
+        t0 = time.thread_time()
         with np.errstate(all="ignore"):
             croc.calc(data, x)
             croc.calcDiff(data, x)
-        times.append(time.perf_counter() - t0)
-        if not (
-            math.isfinite(data.cost) and np.isfinite(data.Lx).all() and np.isfinite(data.Lxx).all()
-        ):
+        times.append(time.thread_time() - t0)
+        bad = _bad(data.cost, data.Lx, data.Lxx, bound)
+        if bad == "not finite":
             raise SwapRefused(
                 f"{spec}: the value is not finite at the current state (V={data.cost})"
             )
+        if bad is not None:
+            raise SwapRefused(f"{spec}: the value at the current state is {bad}")
     call_us = float(np.median(times) * 1e6)
     if call_us > cfg.value.max_call_us:
         raise SwapRefused(
             f"{spec}: one calc+calcDiff takes {call_us:.0f} us, over the "
             f"{cfg.value.max_call_us:.0f} us budget (value.max_call_us)"
         )
+    xs, thetas = validation_states(model, x, ocp, cfg.value.validation_states)
+    ev = croc.evaluator
+    try:
+        for k, xk in enumerate(xs):
+            if thetas is not None:
+                ev.set_params(thetas[k])
+            ev.invalidate()
+            with np.errstate(all="ignore"):
+                croc.calc(data, xk)
+                croc.calcDiff(data, xk)
+            bad = _bad(data.cost, data.Lx, data.Lxx, bound)
+            if bad is not None:
+                where = "the training box" if model.metadata.trained.state_box else "around x"
+                raise SwapRefused(
+                    f"{spec}: the value is {bad} at validation state {k + 1} of {len(xs)} "
+                    f"(sampled in {where}; V={data.cost:.3g})"
+                )
+    finally:
+        term.set_target(ocp.target)
+        ev.invalidate()
     return PreparedTerminal(term, croc, model.model_id, note)

@@ -20,12 +20,19 @@ from typing import Any
 
 import numpy as np
 
-from learning import ResidualValueNet, export_value
+from learning.export import export_value
+from learning.networks import ResidualValueNet
 from mpc.config import Config, load_config
 from mpc.io import atomic_write_text
 from mpc.ocp import QuadraticTerminal, ReachingOCP
 from mpc.robot_model import RobotModel, build_robot
-from mpc.value.artifact import StateLayout, ValueModel, load_value_model, task_fingerprint
+from mpc.value.artifact import (
+    StateLayout,
+    ValueModel,
+    file_sha256,
+    load_value_model,
+    task_fingerprint,
+)
 from mpc.value.terminal import LearnedValueTerminal
 
 __all__ = ["TERMINALS", "CallTimes", "ValueBenchResult", "ValueBenchRow", "bench_value"]
@@ -138,11 +145,13 @@ def bench_value(
     _, robot = build_robot(cfg)
     x0 = np.concatenate([np.asarray(cfg.robot.q0, float), np.zeros(robot.nq)])
     with tempfile.TemporaryDirectory() as tmp:
-        if value is None:
+        if value is None:  # our own file: its TorchScript may run
             path, allowed = _random_artifact(cfg, robot, Path(tmp)), [tmp]
+            trusted = [file_sha256(path)]
         else:
             path, allowed = Path(value), cfg.value.allowed_dirs
-        model: ValueModel = load_value_model(path, allowed)
+            trusted = cfg.value.trusted_sha256
+        model: ValueModel = load_value_model(path, allowed, trusted_sha256=trusted, module=True)
     rows: list[ValueBenchRow] = []
     calls: dict[str, CallTimes] = {}
     for T in horizons:

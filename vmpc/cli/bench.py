@@ -259,7 +259,7 @@ def cmd_bench_bridge(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_sobolev(args: argparse.Namespace) -> int:
-    from learning.dvp import load_dvp_config
+    from learning.dvp.config import load_dvp_config
     from vmpc.benches.sobolev import bench_sobolev
 
     cfg = load_dvp_config(args.config, args.set or [])
@@ -269,7 +269,7 @@ def cmd_bench_sobolev(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_dvp(args: argparse.Namespace) -> int:
-    from learning.dvp import load_dvp_config
+    from learning.dvp.config import load_dvp_config
     from vmpc.benches.dvp import bench_throughput
 
     cfg = load_dvp_config(args.config, args.set or [])

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import EXIT_OK, add_config, add_group, add_out, add_quiet, add_set, cores
+from .common import EXIT_OK, UsageError, add_config, add_group, add_out, add_quiet, add_set, cores
 
 __all__ = ["add_eval_commands"]
 
@@ -15,6 +15,8 @@ __all__ = ["add_eval_commands"]
 def cmd_eval_horizons(args: argparse.Namespace) -> int:
     from vmpc.studies.horizons import PushSetup, StudySettings, eval_horizons, format_table
 
+    if args.seed < 0:  # a negative seed crashed in numpy after the runs started
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
     out = Path(args.out) if args.out else Path("runs") / time.strftime("eval-%Y%m%d-%H%M%S")
     variants = ("push",) if args.push else ("no_push",) if args.no_push else ("no_push", "push")
     settings = StudySettings(

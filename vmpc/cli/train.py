@@ -15,7 +15,8 @@ __all__ = ["add_train_commands"]
 def cmd_train_dvp(args: argparse.Namespace) -> int:
     import yaml
 
-    from learning.dvp import load_dvp_config, train_dvp
+    from learning.dvp.config import load_dvp_config
+    from learning.dvp.trainer import train_dvp
 
     overrides = list(args.set or [])
     if args.executor:
@@ -70,7 +71,12 @@ def add_train_commands(sub: Any) -> None:
     )
     add_config(d, None, "DVP config, e.g. configs/dvp_iiwa.yaml")
     add_out(d, None, "run folder (default runs/dvp-<system>-<date>)")
-    d.add_argument("--resume", action="store_true", help="continue the run in --out after a kill")
+    d.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out after a kill: same config (only executor.* and "
+        "dvp.iterations may change), damaged checkpoints fall back to the last intact iteration",
+    )
     d.add_argument("--executor", choices=["local", "ray"], help="executor.kind")
     d.add_argument("--address", help="Ray cluster address (executor.address)")
     d.add_argument("--workers", type=int, help="solver processes (executor.workers)")

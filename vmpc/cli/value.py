@@ -1,4 +1,4 @@
-"""``vmpc value ...``: inspect, check and fit value-model artifacts."""
+"""``vmpc value ...``: inspect, check, upgrade and fit value-model artifacts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import EXIT_OK, add_config, add_group, add_quiet, add_set, print_table
+from .common import EXIT_OK, UsageError, add_config, add_group, add_quiet, add_set, print_table
 
 __all__ = ["add_value_commands"]
 
@@ -40,9 +40,50 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         ("libraries", ", ".join(f"{k} {v}" for k, v in pv.library_versions.items())),
         ("weights sha256", meta.weights_sha256),
     ]
+    if meta.module_sha256:
+        rows.append(("TorchScript sha256", meta.module_sha256))
     if pv.notes:
         rows.append(("notes", pv.notes))
+    if meta.format_version == 1:
+        rows.append(
+            ("note", f"format 1: the controller refuses it; run `vmpc value upgrade {args.path}`")
+        )
     print_table(rows, str(args.path))
+    return EXIT_OK
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    """Rewrite a format-1 artifact as format 2 (same weights, hashes and fingerprint)."""
+    from pathlib import Path
+
+    from mpc.value.artifact import (
+        TRUST_MANIFEST,
+        ValueModelError,
+        file_sha256,
+        read_metadata,
+        read_trusted,
+    )
+
+    src = Path(args.path)
+    meta = read_metadata(src)  # runs nothing; a non-model is refused here
+    if meta.format_version != 1:
+        raise ValueModelError(f"{src}: already format version {meta.format_version}")
+    sha = file_sha256(src)
+    try:
+        trusted = sha in read_trusted(src.resolve().parent)
+    except ValueModelError:
+        trusted = False
+    if not (trusted or args.trust):
+        raise ValueModelError(
+            f"{src}: upgrading a format-1 file runs its TorchScript, and its sha256 "
+            f"{sha[:16]}... is not in {TRUST_MANIFEST} next to it; pass --trust if you trust it"
+        )
+    from learning.export import upgrade_value
+
+    out = Path(args.out) if args.out else src
+    new = upgrade_value(src, out)
+    print(f"upgraded {src} -> {out}  (format 2, weights sha256 {new.weights_sha256[:16]}...)")
+    print(f"  file sha256 {file_sha256(out)}  (add it to {TRUST_MANIFEST} to trust the file)")
     return EXIT_OK
 
 
@@ -65,9 +106,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     if prepared.note:
         print(f"  note: {prepared.note}")
     print(
-        "  checks: allowed folder, loads, weights sha256, robot/state layout/task parameters, "
+        "  checks: allowed folder and permissions, format 2 (no code run), size caps, "
+        "shapes, weights and TorchScript sha256, robot/state layout/task parameters, "
         "task fingerprint, 5 finite warm-up evaluations, per-call time within "
-        f"{cfg.value.max_call_us:g} us"
+        f"{cfg.value.max_call_us:g} us, V/Vx/Vxx finite and within "
+        f"{cfg.value.max_abs_value:g} at {cfg.value.validation_states} sampled states"
     )
     return EXIT_OK
 
@@ -75,16 +118,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_fit(args: argparse.Namespace) -> int:
     """Fit a value network to the config's C++ quadratic terminal cost (a known function) and
     export the artifact: the whole learning -> mpc path, before any trainer exists."""
+    if not 0 <= args.seed < 2**63:  # numpy and torch seeds; a negative one crashed in numpy
+        raise UsageError(f"--seed must be in [0, 2**63), got {args.seed}")
     import torch
 
-    from learning import (
-        SobolevFitSpec,
-        ValueDataset,
-        action_model_dataset,
-        export_value,
-        fit_sobolev,
-        make_value_net,
-    )
+    from learning.datasets import ValueDataset, action_model_dataset
+    from learning.export import export_value
+    from learning.networks import make_value_net
+    from learning.sobolev import SobolevFitSpec, fit_sobolev
     from mpc.config import load_config
     from mpc.ocp import QuadraticTerminal, ReachingOCP
     from mpc.robot_model import build_robot
@@ -177,6 +218,23 @@ def add_value_commands(sub: Any) -> None:
     c.add_argument("--force", action="store_true", help="accept a task-fingerprint mismatch")
     add_set(c)
     c.set_defaults(func=cmd_check)
+
+    u = vs.add_parser(
+        "upgrade",
+        help="rewrite a format-1 model file as format 2 (runs its TorchScript: trusted files only)",
+        description="Loads a format-1 file (which RUNS its TorchScript) and writes it as "
+        "format 2: the same module, weights, weights sha256 and task fingerprint, plus the "
+        "weights as safetensors, which the controller loads without running anything. The "
+        "file must be listed in TRUSTED.sha256 next to it, or --trust must say you trust it.",
+    )
+    u.add_argument("path")
+    u.add_argument("--out", help="where to write (default: in place)")
+    u.add_argument(
+        "--trust",
+        action="store_true",
+        help="run the file's TorchScript although it is not in the manifest",
+    )
+    u.set_defaults(func=cmd_upgrade)
 
     f = vs.add_parser(
         "fit",
