@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,7 +21,7 @@ from mpc.bridge.server import BridgeServer
 from mpc.config import Config, load_config
 from mpc.loop import ClosedLoop
 
-from ..conftest import IIWA, ROOT
+from ..conftest import IIWA, ROOT, make_artifact
 
 __all__ = [
     "IIWA",
@@ -163,43 +162,3 @@ def vmpc_main(capsys) -> Callable[..., SimpleNamespace]:
         return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
     return run
-
-
-def make_artifact(
-    path: Path,
-    cfg: Config,
-    *,
-    kind: str = "residual",
-    task_params=(),
-    nx: int | None = None,
-    seed: int = 0,
-    residual_dim: int = 16,
-) -> Path:
-    """A random-weight value model for ``cfg``'s robot (``nx`` overrides the state size)."""
-    import torch
-
-    from learning.export import export_value
-    from learning.networks import FeedForwardValueNet, ResidualValueNet
-    from mpc.robot_model import build_robot
-    from mpc.value.artifact import StateLayout, task_fingerprint
-
-    _, robot = build_robot(cfg)
-    nx = 2 * robot.nq if nx is None else nx
-    n_in = nx + len(task_params)
-    torch.manual_seed(seed)
-    net = (
-        ResidualValueNet(n_in, residual_dim=residual_dim)
-        if kind == "residual"
-        else FeedForwardValueNet(n_in)
-    )
-    net.double()
-    names = robot.joint_names if nx == 2 * robot.nq else [f"j{i}" for i in range(nx // 2)]
-    export_value(
-        net,
-        path,
-        state=StateLayout(robot=cfg.robot.name, joint_names=names, nx=nx),
-        task_params=list(task_params),
-        task_fingerprint=task_fingerprint(cfg, task_params),
-        algorithm="test-random",
-    )
-    return path
