@@ -40,6 +40,11 @@ class TerminalCost(ABC):
     def set_target(self, target: np.ndarray) -> None:  # noqa: B027 - optional hook
         """The EE target moved; terminals conditioned on it update their parameters here."""
 
+    def broken(self) -> bool:
+        """True once the terminal has produced a non-finite value or gradient at a finite state
+        (the loop then reverts to the previous terminal). The C++ terminals never break."""
+        return False
+
 
 @dataclass
 class PreparedTerminal:

@@ -20,10 +20,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import crocoddyl
 import numpy as np
 
 from ..errors import VmpcError
-from ..ocp import PreparedTerminal, ReachingOCP
+from ..ocp import PreparedTerminal, ReachingOCP, TerminalCost
 
 __all__ = [
     "Preparer",
@@ -39,6 +40,7 @@ log = logging.getLogger("vmpc.swap")
 # What a request names: a config's parsed terminal kind, or a client's raw string (the preparer
 # parses it and refuses what is neither a built-in terminal nor a path).
 Request = str | Path
+_HISTORY = 4  # earlier terminals kept to revert to
 
 
 @dataclass
@@ -82,6 +84,8 @@ class TerminalSwapper:
             tuple[float, Request, bool, Future[PreparedTerminal], SwapCallback | None]
         ] = []
         self.events: list[SwapEvent] = []
+        self._history: list[tuple[TerminalCost, crocoddyl.ActionModelAbstract]] = []
+        self.reverts = 0  # broken terminals swapped back at runtime
 
     def request(
         self,
@@ -130,10 +134,38 @@ class TerminalSwapper:
             log.warning("swap to %s refused: %s", spec, reason)
             return SwapEvent(t_req, spec, spec, False, reason, force)
         prepared = fut.result()
-        self._ocp.set_terminal(prepared.terminal, prepared.model)
+        self.install(prepared.terminal, prepared.model)
         if prepared.note:
             log.warning("swap to %s: %s", prepared.model_id, prepared.note)
         return SwapEvent(t_req, spec, prepared.model_id, True, prepared.note, force, t)
+
+    def install(self, terminal: TerminalCost, model: crocoddyl.ActionModelAbstract) -> None:
+        """Make ``terminal`` live between two solves, remembering the one it replaces."""
+        self._history.append((self._ocp.terminal, self._ocp.problem.terminalModel))
+        del self._history[:-_HISTORY]
+        self._ocp.set_terminal(terminal, model)
+
+    def revert_broken(self, t: float, fallback: Callable[[], TerminalCost]) -> SwapEvent | None:
+        """If the live terminal is :meth:`~mpc.ocp.TerminalCost.broken`, go back to the newest
+        earlier terminal that is not (else to ``fallback()``); called by the loop between two
+        solves. Returns the event, also kept in :attr:`events`."""
+        broken = self._ocp.terminal
+        if not broken.broken():
+            return None
+        while self._history and self._history[-1][0].broken():
+            self._history.pop()
+        if self._history:
+            terminal, model = self._history.pop()
+        else:
+            terminal = fallback()
+            model = terminal.make_model(self._ocp)
+        self._ocp.set_terminal(terminal, model)
+        reason = f"{broken.label} went non-finite at runtime; reverted to {terminal.label}"
+        log.warning("t=%.3f s: %s", t, reason)
+        event = SwapEvent(t, "revert", terminal.label, True, reason, False, t)
+        self.events.append(event)
+        self.reverts += 1
+        return event
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -173,6 +173,10 @@ class ClosedLoop:
         ``callback(event)`` is called from the loop thread once it is installed or refused."""
         self.swapper.request(self._t, spec, self._x_latest, force, callback)
 
+    def _fallback_terminal(self) -> TerminalCost:
+        """What a broken terminal reverts to when no earlier one is left: the C++ quadratic."""
+        return QuadraticTerminal(self.cfg.ocp.terminal)
+
     def prepare_terminal(self, request: Request, force: bool, x: np.ndarray) -> PreparedTerminal:
         """Load, validate and build a terminal for this loop's OCP without installing it;
         raises SwapRefused with the reason (``vmpc value check`` runs exactly this)."""
@@ -239,6 +243,8 @@ class ClosedLoop:
                     deadline_misses += 1
                 if rep.status != SolveStatus.OK:
                     log.debug("t=%.3f s: solve %s", t, rep.status.name)
+                # A learned terminal that went non-finite is replaced before the next solve.
+                self.swapper.revert_broken(t, self._fallback_terminal)
                 latency = int(rep.solve_ms * 1e-3 / sim_dt) if wallclock else 0
                 if latency == 0:
                     ctrl.activate(t)
@@ -314,6 +320,7 @@ class ClosedLoop:
             brake_ticks=c.brake_ticks,
             stale_plans_skipped=c.stale_plans_skipped,
             joint_limit_violation_ticks=c.joint_limit_violation_ticks,
+            terminal_reverts=self.swapper.reverts,
             real_time_factor=sim_time / wall_s if wall_s > 0 else math.inf,
             interrupted=self.stop_requested,
             sim_steps=lg.steps,

@@ -45,6 +45,7 @@ SUMMARY_KEYS = (
     "brake_ticks",
     "stale_plans_skipped",
     "joint_limit_violation_ticks",
+    "terminal_reverts",
     "real_time_factor",
     "sim_steps",
     "horizon",
@@ -102,6 +103,7 @@ class RunSummary:
     brake_ticks: int  # ticks commanding the brake
     stale_plans_skipped: int  # plans too old when they would have gone live (wallclock)
     joint_limit_violation_ticks: int  # ticks with measured q or v beyond the URDF limits
+    terminal_reverts: int  # learned terminals swapped back after going non-finite at runtime
     real_time_factor: float
     interrupted: bool
     sim_steps: int

@@ -248,13 +248,22 @@ class ValueTerminalModel(crocoddyl.ActionModelAbstract):
     def __init__(self, state: crocoddyl.StateAbstract, nu: int, evaluator: Any) -> None:
         crocoddyl.ActionModelAbstract.__init__(self, state, nu)
         self.evaluator = evaluator
+        # Evaluations that went non-finite at a finite state (a diverged rollout's inf state
+        # is the solver's failure, not the value's).
+        self.nonfinite_evaluations = 0
 
     def calc(self, data, x, u=None):
-        data.cost = self.evaluator.calc(x)
+        value = self.evaluator.calc(x)
+        data.cost = value
         data.xnext[:] = x
+        if not math.isfinite(value) and np.isfinite(x).all():
+            self.nonfinite_evaluations += 1
 
     def calcDiff(self, data, x, u=None):
-        self.evaluator.calc_diff(x, data.Lx, data.Lxx.T)
+        lx = data.Lx
+        self.evaluator.calc_diff(x, lx, data.Lxx.T)
+        if not math.isfinite(float(np.dot(lx, lx))) and np.isfinite(x).all():
+            self.nonfinite_evaluations += 1
 
 
 class LearnedValueTerminal(TerminalCost):
@@ -266,13 +275,19 @@ class LearnedValueTerminal(TerminalCost):
         self.evaluator_kind = evaluator_kind
         self._uses_target = model.metadata.target_conditioned
         self._evaluators: list[Any] = []
+        self._models: list[ValueTerminalModel] = []
 
     def make_model(self, ocp: ReachingOCP) -> crocoddyl.ActionModelAbstract:
         ev = make_evaluator(self.model, self.evaluator_kind)
         if self._uses_target:
             ev.set_params(ocp.target)
         self._evaluators.append(ev)
-        return ValueTerminalModel(ocp.state, ocp.nu, ev)
+        croc = ValueTerminalModel(ocp.state, ocp.nu, ev)
+        self._models.append(croc)
+        return croc
+
+    def broken(self) -> bool:
+        return any(m.nonfinite_evaluations for m in self._models)
 
     def set_target(self, target: np.ndarray) -> None:
         if self._uses_target:
