@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from vmpc.benches.dvp import ThroughputResult
     from vmpc.benches.mpc import MpcBenchResult
     from vmpc.benches.sobolev import SobolevBenchResult
+    from vmpc.benches.swap import SwapBenchResult
     from vmpc.benches.value import ValueBenchResult
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "format_dvp",
     "format_mpc",
     "format_sobolev",
+    "format_swap",
     "format_value",
 ]
 
@@ -279,6 +281,49 @@ def cmd_bench_dvp(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def format_swap(r: SwapBenchResult) -> list[str]:
+    from vmpc.benches.swap import GOAL_EXTRA_GAP_MS
+
+    rows = [("without swaps", r.without), ("with swaps", r.with_swaps)]
+    lines = [
+        f"vmpc bench swap: {r.config}, wallclock, {r.with_swaps.swaps_requested} swaps every "
+        f"{r.period_s:g} s between {r.value} and the quadratic terminal",
+        f"{'run':>14} {'accepted':>9} {'max gap':>9} {'(run)':>9} {'p99.9':>8} {'p50':>7} "
+        f"{'misses':>7}",
+    ]
+    for name, run in rows:
+        lines.append(
+            f"{name:>14} {run.swaps_accepted:>5}/{run.swaps_requested:<3} "
+            f"{run.max_gap_ms:>7.2f}ms {run.max_gap_run_ms:>7.2f}ms {run.p999_gap_ms:>6.2f}ms "
+            f"{run.p50_gap_ms:>5.2f}ms "
+            f"{run.deadline_misses:>7}"
+        )
+    verdict = "meets" if r.meets_goal else "MISSES"
+    lines.append(
+        f"max gap: in the 0.1 s after each swap request (and over the whole run); longest "
+        f"gap {r.extra_gap_ms:+.2f} ms with swaps: {verdict} the goal of <= "
+        f"{GOAL_EXTRA_GAP_MS:g} ms"
+    )
+    lines.append(f"wrote {r.json_path}")
+    return lines
+
+
+def cmd_bench_swap(args: argparse.Namespace) -> int:
+    from vmpc.benches.swap import bench_swap
+
+    result = bench_swap(
+        args.config,
+        args.value,
+        Path(args.out),
+        swaps=args.swaps,
+        period_s=args.period,
+        overrides=args.set or [],
+    )
+    for line in format_swap(result):
+        print(line)
+    return EXIT_OK
+
+
 def add_bench_commands(sub: Any) -> None:
     _, bsub = add_group(
         sub, "bench", "benchmarks that print tables and side-by-side ratios", "BENCH"
@@ -365,3 +410,20 @@ def add_bench_commands(sub: Any) -> None:
     add_set(bd)
     add_out(bd, "runs/bench", "folder for bench_dvp.json")
     bd.set_defaults(func=cmd_bench_dvp)
+
+    bw = bsub.add_parser(
+        "swap",
+        help="longest gap between two ticks while models are swapped, vs without swaps",
+        description="Two wallclock runs of the same config, without swaps and with --swaps "
+        "swaps alternating between --value and the quadratic terminal every --period s; "
+        "reports the longest gap between two control ticks of each (a load that held the "
+        "GIL shows as one long gap) and writes bench_swap.json. Goal: <= 1 ms more with "
+        "swaps.",
+    )
+    add_config(bw)
+    bw.add_argument("--value", default="models/iiwa_dvp.pt", help="the model swapped in")
+    bw.add_argument("--swaps", type=int, default=20, help="swaps in the second run")
+    bw.add_argument("--period", type=float, default=0.25, help="[s] between swaps")
+    add_set(bw)
+    add_out(bw, "runs/bench", "folder for bench_swap.json")
+    bw.set_defaults(func=cmd_bench_swap)
