@@ -44,6 +44,7 @@ __all__ = [
     "git_commit",
     "library_versions",
     "save_artifact",
+    "script_value",
     "upgrade_value",
 ]
 
@@ -138,7 +139,6 @@ def export_value(
     notes: str = "",
 ) -> ValueMetadata:
     """Script ``net`` (as float64), attach metadata, and save atomically to ``path``."""
-    net = copy.deepcopy(net).double().eval()
     meta = build_metadata(
         net,
         state=state,
@@ -150,9 +150,13 @@ def export_value(
         samples=samples,
         notes=notes,
     )
+    return save_artifact(script_value(net), meta, path)
+
+
+def script_value(net: ValueNet) -> Any:
+    """A float64, eval-mode TorchScript copy of ``net`` (``net`` itself is left as it is)."""
     with quiet_torchscript():
-        scripted = torch.jit.script(net)
-    return save_artifact(scripted, meta, path)
+        return torch.jit.script(copy.deepcopy(net).double().eval())
 
 
 def _safetensors(module: Any) -> tuple[bytes, dict[str, np.ndarray]]:

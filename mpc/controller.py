@@ -133,6 +133,8 @@ class MPCController:
         self._h_limit = np.concatenate([(hi - lo) / 2, vl])
         self._h_bad = np.concatenate([(hi - lo) / 2 + wd.q_margin, vl * wd.v_scale])
         self._wtmp, self._wr = np.zeros(nx), np.zeros(nx)
+        self._checked_t, self._checked_id = math.nan, 0  # the state _check_state last saw
+        self._checked_q = self._checked_v = False
         self._wr_q, self._wr_v = self._wr[:nq], self._wr[nq:]
         self._hold_s = wd.state_hold_s
         self._pin_model, self._pin_data = robot.model, robot.model.createData()
@@ -204,7 +206,7 @@ class MPCController:
     def solve(self, x: np.ndarray, t: float) -> SolveReport:
         """One replan from measured state x at sim time t. Call :meth:`activate` to use it.
         A bad measured state (see the module doc) is not solved from: status SKIPPED."""
-        q_ok, v_ok = self._check_state(x)
+        q_ok, v_ok = self._check_state(x, t)
         if not (q_ok and v_ok):
             self.counters.solves_skipped += 1
             self._pending = False
@@ -295,18 +297,25 @@ class MPCController:
         return True
 
     # -- per tick ---------------------------------------------------------------------------------
-    def _check_state(self, x: np.ndarray) -> tuple[bool, bool]:
-        """(q usable, v usable): finite and within the watchdog's bounds. Allocation-free."""
+    def _check_state(self, x: np.ndarray, t: float) -> tuple[bool, bool]:
+        """(q usable, v usable): finite and within the watchdog's bounds. Allocation-free; a
+        replan tick's solve and control check the same state once (``_wtmp`` keeps
+        |x - centre| for :meth:`control`)."""
+        if t == self._checked_t and id(x) == self._checked_id:
+            return self._checked_q, self._checked_v
         np.subtract(x, self._centre, out=self._wtmp)
         np.abs(self._wtmp, out=self._wtmp)
         np.subtract(self._wtmp, self._h_bad, out=self._wr)
         # NaN makes max() NaN and the comparison False; inf exceeds every bound.
-        return bool(self._wr_q.max() <= 0.0), bool(self._wr_v.max() <= 0.0)
+        self._checked_q = bool(self._wr_q.max() <= 0.0)
+        self._checked_v = bool(self._wr_v.max() <= 0.0)
+        self._checked_t, self._checked_id = t, id(x)
+        return self._checked_q, self._checked_v
 
     def control(self, x: np.ndarray, t: float, tau_out: np.ndarray) -> bool:
         """Torque [N m] for measured state x at sim time t, into tau_out; True if saturated."""
         c = self.counters
-        q_ok, v_ok = self._check_state(x)
+        q_ok, v_ok = self._check_state(x, t)
         if q_ok and v_ok:
             np.subtract(self._wtmp, self._h_limit, out=self._wr)
             if self._wr.max() > 0.0:
@@ -370,17 +379,23 @@ class MPCController:
         np.dot(self.K[i], self._dx, out=self._fb)
         np.subtract(self.U[i], self._fb, out=tau_out)
 
-    def _brake(self, x: np.ndarray, q_ok: bool, v_ok: bool, tau_out: np.ndarray) -> None:
-        """tau = g(q) - D v: q measured if usable, else the last good one; no damping on a bad v."""
+    def _brake(
+        self,
+        x: np.ndarray,
+        q_ok: bool,
+        v_ok: bool,
+        tau_out: np.ndarray,
+        damping: np.ndarray | None = None,
+    ) -> None:
+        """tau = g(q) - D v: q measured if usable, else the last good one; no damping on a bad v.
+        D is the brake's damping unless ``damping`` is given."""
         nq = self._nq
         q = x[:nq] if q_ok else self._q_good
         tau_out[:] = pin.computeGeneralizedGravity(self._pin_model, self._pin_data, q)
         if v_ok:
-            np.multiply(x[nq:], self.brake_damping, out=self._vd)
+            np.multiply(x[nq:], self.brake_damping if damping is None else damping, out=self._vd)
             tau_out -= self._vd
 
     def _gravity_damping(self, x: np.ndarray, tau_out: np.ndarray) -> None:
-        nq = self._nq
-        tau_out[:] = pin.computeGeneralizedGravity(self._pin_model, self._pin_data, x[:nq])
-        np.multiply(x[nq:], self.fallback_damping, out=self._vd)
-        tau_out -= self._vd
+        """The fallback after persistent solver failures: the brake with its own damping."""
+        self._brake(x, True, True, tau_out, self.fallback_damping)

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -170,3 +170,22 @@ __all__ = [
     "vmpc_subprocess",
     "wait_until",
 ]
+
+
+def slow_solves(loop: Any, delay_s: float) -> None:
+    """Make every replan of ``loop`` take at least ``delay_s`` of wall time (wallclock-timing
+    tests: the plan then goes live late, or too old)."""
+    import time
+
+    ctrl = loop.controller
+    solver = ctrl.ocp.solver
+
+    class SlowSolver:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(solver, name)
+
+        def solve(self, *args: Any) -> Any:
+            time.sleep(delay_s)
+            return solver.solve(*args)
+
+    ctrl.solver = SlowSolver()

@@ -9,7 +9,7 @@ import pytest
 from mpc.config import load_config
 from mpc.loop import ClosedLoop
 
-from .conftest import IIWA, PANDA
+from .conftest import IIWA, PANDA, slow_solves
 
 
 @pytest.fixture(scope="module", params=[IIWA, PANDA], ids=["iiwa", "panda"])
@@ -97,22 +97,9 @@ def test_wallclock_mode_is_paced_to_real_time():
 def test_wallclock_late_plan_goes_live_late(monkeypatch):
     """A solve that takes 3 sim steps of wall time is applied 3 steps later; the previous law
     runs meanwhile and no replan starts while one is in flight."""
-    import time as _time
-
     cfg = load_config(IIWA, ["run.duration=0.05", "mpc.timing=wallclock"])
     with ClosedLoop(cfg) as loop:
-        ctrl = loop.controller
-        orig = ctrl.solver.solve
-
-        class SlowSolver:
-            def __getattr__(self, name):
-                return getattr(ctrl.ocp.solver, name)
-
-            def solve(self, *a):
-                _time.sleep(0.0032)
-                return orig(*a)
-
-        ctrl.solver = SlowSolver()
+        slow_solves(loop, 0.0032)
         result = loop.run(progress=False)
     replan_t = result.log.arrays()["replan_t"]
     assert np.all(np.diff(replan_t) >= 0.003 - 1e-9)  # one solve in flight at a time

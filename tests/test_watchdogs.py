@@ -4,8 +4,6 @@ demo's closed loop is unchanged by them."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -13,7 +11,7 @@ from mpc.config import load_config
 from mpc.controller import SolveStatus
 from mpc.loop import ClosedLoop
 
-from .conftest import IIWA
+from .conftest import IIWA, slow_solves
 
 NO_PUSH = "disturbances.schedule=[]"
 
@@ -168,18 +166,7 @@ def test_wallclock_plan_too_old_to_go_live_is_skipped():
         ["run.duration=0.06", "mpc.timing=wallclock", "mpc.watchdog.max_plan_age_s=0.005", NO_PUSH],
     )
     with ClosedLoop(cfg) as loop:
-        ctrl = loop.controller
-        orig = ctrl.solver.solve
-
-        class SlowSolver:
-            def __getattr__(self, name):
-                return getattr(ctrl.ocp.solver, name)
-
-            def solve(self, *a):
-                time.sleep(0.008)
-                return orig(*a)
-
-        ctrl.solver = SlowSolver()
+        slow_solves(loop, 0.008)
         result = loop.run(progress=False)
     s = result.summary
     assert s.replans >= 2

@@ -38,7 +38,7 @@ from mpc.value.artifact import TrainedWith, ValueMetadata
 
 from ..checkpoint import CheckpointError, RunFolder, RunLocked
 from ..datasets import ValueDataset
-from ..export import build_metadata, export_value
+from ..export import build_metadata, save_artifact, script_value
 from ..networks import ValueNet, make_value_net
 from ..sobolev import SobolevFitSpec, fit_sobolev
 from .config import RESUME_MAY_DIFFER, DVPConfig, resume_differences
@@ -374,18 +374,8 @@ def _train(
         f"{len(val['value'])} held-out problems",
     )
     artifact = out / "value.pt"
+    scripted = script_value(net)  # once, for the run folder's copy and the --export one
     for path in (artifact, export):
         if path is not None:
-            export_value(
-                net,
-                path,
-                state=meta.state,
-                task_params=meta.task_params,
-                task_fingerprint=meta.task_fingerprint,
-                algorithm="dvp",
-                trained=meta.trained,
-                iterations=cfg.dvp.iterations,
-                samples=samples_total,
-                notes=meta.provenance.notes,
-            )
+            save_artifact(scripted, meta, path)
     return DVPResult(out, artifact, metrics)

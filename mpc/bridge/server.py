@@ -371,7 +371,7 @@ class BridgeServer:
         self._nq = loop.robot.nq
         self._packer = msgpack.Packer(use_bin_type=True)  # reused: packb builds one per call
         self._status_names = {int(st): st.name for st in SolveStatus}  # Enum.name is slow
-        preload_swap_support()
+        preload_swap_support(loop.cfg.value.evaluator)
 
     # -- set-up and tear-down ---------------------------------------------------------------------
     def _socket(self, kind: int) -> zmq.Socket:

@@ -61,10 +61,13 @@ Preparer = Callable[[Request, bool, np.ndarray], PreparedTerminal]
 SwapCallback = Callable[[SwapEvent], None]
 
 
-def preload_swap_support() -> None:
-    """Import what a model swap needs now, before the loop runs. A first swap to a model would
-    otherwise import torch (~1 s) on the swap worker thread, holding the GIL for stretches of up
-    to ~300 ms while the loop runs (measured in wallclock timing)."""
+def preload_swap_support(evaluator: str) -> None:
+    """Import what a model swap needs now, before the loop runs. Only the TorchScript evaluator
+    needs torch (the default path reads weights with safetensors), and a first such swap would
+    otherwise import it (~1 s) on the swap worker thread, holding the GIL for stretches of up to
+    ~300 ms while the loop runs (measured in wallclock timing)."""
+    if evaluator != "torchscript":
+        return
     try:
         import torch  # noqa: F401
     except ImportError:  # no learned values in this build: swaps to a path are refused anyway

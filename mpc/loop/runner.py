@@ -119,7 +119,7 @@ class ClosedLoop:
             )
         self._swap_schedule = sorted(cfg.value.swaps, key=lambda s: s.t)
         if self._swap_schedule:
-            preload_swap_support()
+            preload_swap_support(cfg.value.evaluator)
         # In wallclock mode a plan may go live late; allow it a horizon's worth of latency.
         latency_s = cfg.ocp.horizon * cfg.ocp.dt if cfg.mpc.timing == "wallclock" else 0.0
         self.controller = MPCController(
