@@ -29,17 +29,20 @@ from mpc.value.artifact import (
     TrainedWith,
     ValueMetadata,
     ValueModelError,
+    legacy_task_fingerprint,
     module_sha256,
     parse_artifact,
     quiet_torchscript,
     read_metadata,
+    task_fingerprint,
     weights_sha256,
 )
 
-from .networks import ValueNet
+from .networks import ValueNet, make_value_net
 
 __all__ = [
     "build_metadata",
+    "refingerprint_value",
     "export_value",
     "git_commit",
     "library_versions",
@@ -217,3 +220,36 @@ def upgrade_value(src: str | Path, out: str | Path) -> ValueMetadata:
             f"{meta.weights_sha256[:12]}... (corrupted or edited)"
         )
     return save_artifact(module, meta, out)
+
+
+def refingerprint_value(src: str | Path, out: str | Path, cfg: Any) -> tuple[str, str]:
+    """Rewrite a format-2 artifact whose task fingerprint is ``cfg``'s by the formula before
+    December 2026 (:func:`~mpc.value.artifact.legacy_task_fingerprint`) with the current one.
+    Runs nothing from the file: the module is rebuilt from the architecture and the weights
+    (same weights sha256) and scripted anew. Returns (old, new) fingerprints."""
+    src = Path(src)
+    model = parse_artifact(src.read_bytes(), src)
+    meta = model.metadata
+    new = task_fingerprint(cfg, meta.task_params)
+    if meta.task_fingerprint == new:
+        raise ValueModelError(f"{src}: the task fingerprint is already current for {cfg.source}")
+    if meta.task_fingerprint != legacy_task_fingerprint(cfg, meta.task_params):
+        raise ValueModelError(
+            f"{src}: task fingerprint {meta.task_fingerprint[:19]}... is not {cfg.source}'s by "
+            "either formula (trained for another task?); nothing rewritten"
+        )
+    arch = meta.architecture
+    net = make_value_net(arch.kind, arch.n_in, arch.hidden, arch.residual_dim or 1)
+    state = net.double().state_dict()
+    if set(state) != set(model.arrays):
+        raise ValueModelError(f"{src}: its tensors do not fit a {arch.kind} network")
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in model.arrays.items()})
+    notes = (meta.provenance.notes + "; " if meta.provenance.notes else "") + (
+        f"task fingerprint rewritten {time.strftime('%Y-%m-%d')} (was {meta.task_fingerprint})"
+    )
+    update = {
+        "task_fingerprint": new,
+        "provenance": meta.provenance.model_copy(update={"notes": notes}),
+    }
+    save_artifact(script_value(net), meta.model_copy(update=update), out)
+    return meta.task_fingerprint, new

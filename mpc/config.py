@@ -195,6 +195,17 @@ class ValueSpec(Strict):
     max_abs_value: float = Field(
         default=1e9, gt=0, description="bound on |V|, |Vx| and |Vxx| over the validation states"
     )
+    load_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="a swap still being loaded and validated after this long is refused [s]",
+    )
+    swap_worker: Literal["auto", "process", "thread"] = Field(
+        default="auto",
+        description="where swaps are loaded and validated: a child process (the loop's GIL is "
+        "never held by a load), a thread of the loop's process, or auto: the process in "
+        "wallclock timing with the fast evaluator, else the thread (lockstep waits anyway)",
+    )
     swaps: list[SwapSpec] = Field(default_factory=list, description="scheduled terminal swaps")
 
 

@@ -32,6 +32,7 @@ def _swap_run(swaps, duration=1.2, extra=()):
         *extra,
     ]
     with ClosedLoop(load_config(IIWA, sets)) as loop:
+        loop.warm_swaps(wait=True)  # a swap process's start-up is not what these tests time
         result = loop.run(progress=False)
         return result, loop.ocp.terminal.label
 
@@ -117,11 +118,14 @@ def test_accepted_swap_goes_live_at_the_next_replan(workdir):
     assert jump > 10 * typical
 
 
-def test_fingerprint_mismatch_is_accepted_only_when_forced(workdir):
+@pytest.mark.parametrize("worker", ["thread", "process"])
+def test_fingerprint_mismatch_is_accepted_only_when_forced(workdir, worker):
     cfg = load_config(IIWA)
     make_artifact(workdir / "models/other_task.pt", cfg, fingerprint="sha256:" + "1" * 64)
     result, label = _swap_run(
-        [(0.2, "models/other_task.pt", False), (0.4, "models/other_task.pt", True)], duration=0.6
+        [(0.2, "models/other_task.pt", False), (0.4, "models/other_task.pt", True)],
+        duration=0.6,
+        extra=[f"value.swap_worker={worker}"],
     )
     refused, forced = result.summary.swaps
     assert not refused["accepted"] and "use force" in refused["reason"]
@@ -151,6 +155,8 @@ def test_wallclock_swap_from_another_thread_never_stalls_the_loop(workdir):
     events = []
     tick_wall = []
     with ClosedLoop(cfg) as loop:
+        assert loop.swap_process is not None  # wallclock: loads run in another process
+        loop.warm_swaps(wait=True)
         loop.tick_hooks.append(lambda _loop, k, t: tick_wall.append(time.perf_counter()))
 
         def client():
@@ -170,3 +176,63 @@ def test_wallclock_swap_from_another_thread_never_stalls_the_loop(workdir):
     # compile); ticks are 1 ms apart, and 200 ms leaves room for a busy machine's scheduling.
     gaps = np.diff(tick_wall)
     assert gaps.max() < 0.2, f"a tick waited {gaps.max() * 1e3:.1f} ms"
+
+
+@pytest.mark.parametrize("timing", ["lockstep", "wallclock"])
+def test_a_swap_slower_than_the_load_timeout_is_refused(workdir, timing):
+    """6000 validation states take ~0.7 s to check; with a 50 ms timeout the swap is refused,
+    the old terminal runs on, and the worker gives up instead of finishing the check."""
+    cfg = load_config(IIWA)
+    make_artifact(workdir / "models/good.pt", cfg)
+    extra = ["value.validation_states=6000", f"mpc.timing={timing}"]
+    t0 = time.monotonic()
+    result, label = _swap_run(
+        [(0.1, "models/good.pt", False)], duration=0.3, extra=[*extra, "value.load_timeout_s=0.05"]
+    )
+    refused_s = time.monotonic() - t0
+    (event,) = result.summary.swaps
+    assert not event["accepted"] and "value.load_timeout_s" in event["reason"], event
+    assert label == "quadratic"
+    _no_tick_without_controller(result.summary)
+    if timing == "lockstep":
+        # The same run given time to finish: closing the loop joins the worker, so the refused
+        # run took less only if the worker gave up at a checkpoint.
+        t0 = time.monotonic()
+        result, label = _swap_run([(0.1, "models/good.pt", False)], duration=0.3, extra=extra)
+        full_s = time.monotonic() - t0
+        assert result.summary.swaps[0]["accepted"] and label.startswith("good.pt@")
+        assert refused_s < 0.6 * full_s, (refused_s, full_s)
+
+
+def test_the_gil_switch_interval_is_restored_after_a_swap(workdir):
+    import sys
+
+    before = sys.getswitchinterval()
+    make_artifact(workdir / "models/good.pt", load_config(IIWA))
+    result, _ = _swap_run([(0.1, "models/good.pt", False)], duration=0.2)
+    assert result.summary.swaps[0]["accepted"]
+    assert sys.getswitchinterval() == before
+
+
+def test_swap_process_is_killed_at_the_timeout_and_the_next_swap_gets_a_fresh_one(workdir):
+    from mpc.errors import SwapRefused
+    from mpc.loop.hot_swap import Deadline
+    from mpc.loop.swap_process import SwapProcess
+
+    cfg = load_config(IIWA, ["value.validation_states=6000"])
+    make_artifact(workdir / "models/good.pt", cfg)
+    x = np.concatenate([cfg.robot.q0, np.zeros(7)])
+    target = np.asarray(cfg.task.target)
+    proc = SwapProcess(cfg)
+    try:
+        proc.start(wait=True)
+        with pytest.raises(SwapRefused, match="value.load_timeout_s"):
+            proc.prepare(workdir / "models/good.pt", False, x, target, Deadline(0.05, "good"))
+        assert proc.restarts == 1
+        model, note = proc.prepare(workdir / "models/good.pt", False, x, target, Deadline(60, "g"))
+        assert model.model_id.startswith("good.pt@") and note == ""
+        assert model.arrays and all(a.dtype == np.float64 for a in model.arrays.values())
+        with pytest.raises(SwapRefused, match="no such file"):
+            proc.prepare(workdir / "models/missing.pt", False, x, target, Deadline(60, "m"))
+    finally:
+        proc.close()

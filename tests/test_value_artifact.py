@@ -14,6 +14,7 @@ from mpc.value.artifact import (
     ValueModelError,
     load_value_model,
     read_metadata,
+    legacy_task_fingerprint,
     task_fingerprint,
 )
 
@@ -45,6 +46,46 @@ def test_roundtrip_metadata_and_weights(cfg, models):
     assert model.metadata == meta
     assert model.model_id == f"v.pt@{meta.weights_sha256[:8]}"
     assert all(a.dtype == np.float64 for a in model.arrays.values())
+
+
+Q0 = "robot.q0=[0.2, 0.6, 0.0, -1.1, -0.5, 1.5, 0.1]"
+
+
+def test_fingerprint_holds_the_posture_only_when_the_cost_pulls_toward_it(cfg):
+    assert cfg.ocp.costs.state_reg_q == 0  # the shipped task: velocity-only regularisation
+    assert task_fingerprint(load_config(IIWA, [Q0])) == task_fingerprint(cfg)
+    pulled = ["ocp.costs.state_reg_q=1.0"]
+    assert task_fingerprint(load_config(IIWA, [*pulled, Q0])) != task_fingerprint(
+        load_config(IIWA, pulled)
+    )
+    # The old formula held it always; it stays recognisable for `vmpc value upgrade --config`.
+    assert legacy_task_fingerprint(load_config(IIWA, [Q0])) != legacy_task_fingerprint(cfg)
+    assert legacy_task_fingerprint(cfg) != task_fingerprint(cfg)
+
+
+def test_upgrade_rewrites_a_legacy_fingerprint_without_running_the_file(cfg, models, cli):
+    from mpc.value.artifact import load_value_model as load
+
+    legacy = legacy_task_fingerprint(cfg)
+    path = make_artifact(models / "old.pt", cfg, fingerprint=legacy)
+    before = load("models/old.pt", ["models"])
+    code, out, err = cli("value", "check", "models/old.pt", "--config", IIWA, cwd=models.parent)
+    assert code != 0 and "vmpc value upgrade" in out + err and "--config" in out + err
+    code, out, err = cli("value", "upgrade", "models/old.pt", "--config", IIWA, cwd=models.parent)
+    assert code == 0, err
+    after = load("models/old.pt", ["models"])
+    assert after.metadata.task_fingerprint == task_fingerprint(cfg)
+    assert after.model_id == before.model_id  # the same weights
+    assert all(np.array_equal(after.arrays[k], before.arrays[k]) for k in before.arrays)
+    assert legacy in after.metadata.provenance.notes
+    code, out, err = cli("value", "check", "models/old.pt", "--config", IIWA, cwd=models.parent)
+    assert code == 0 and "ACCEPTED" in out, out + err
+    # Twice is refused with one line; so is a config the file was not trained for.
+    code, _, err = cli("value", "upgrade", "models/old.pt", "--config", IIWA, cwd=models.parent)
+    assert code == 2 and "already current" in err and len(err.strip().splitlines()) == 1
+    other = make_artifact(models / "other.pt", cfg, fingerprint="sha256:" + "2" * 64)
+    code, _, err = cli("value", "upgrade", "models/other.pt", "--config", IIWA, cwd=models.parent)
+    assert code == 2 and "either formula" in err
 
 
 def test_fingerprint_tracks_the_cost_not_the_horizon(cfg):
@@ -132,3 +173,17 @@ def test_edited_metadata_is_refused(cfg, models):
         read_metadata(path)
     with pytest.raises(ValueModelError, match="format version 99"):
         load_value_model("models/v.pt", ["models"])
+
+
+def test_a_shipped_value_serves_a_changed_start_posture(cli, tmp_path):
+    """As a new user would try it: another robot.q0 with the shipped model (the task's cost
+    does not pull toward a posture, so the start configuration is not part of the task)."""
+    code, out, err = cli(
+        "sim", "--terminal", "models/iiwa_dvp.pt", "--set", Q0, "--duration", "0.05",
+        "--no-plots", "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert code == 0, err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["swaps"][0]["accepted"] and summary["swaps"][0]["model_id"].startswith(
+        "iiwa_dvp.pt@abd05721"
+    )

@@ -7,15 +7,29 @@ solves. In ``lockstep`` timing the loop waits for the worker at that boundary (s
 meanwhile), so runs stay deterministic; in ``wallclock`` timing it installs whatever is ready and
 keeps going.
 
+The worker shares the GIL with the loop. Python hands the GIL to a waiting thread only every
+``sys.getswitchinterval()`` (5 ms by default), so a prepare of ~8 ms of Python would hold a 1 kHz
+loop for up to 5 ms at a time. While a prepare runs the worker lowers the interval to
+:data:`SWAP_SWITCH_INTERVAL_S`, which bounds any one wait of the loop to about that (measured by
+``vmpc bench swap``); the default path calls no long C routine that keeps the GIL (safetensors
+and numpy on tiny arrays). The TorchScript evaluator's ``torch.jit.load`` is one such routine:
+its swaps still stall the loop for the load (opt-in, trusted files only).
+
+A prepare that takes longer than ``value.load_timeout_s`` is refused: the loop stops waiting for
+it at the timeout, and the preparer gives up at its next checkpoint (:class:`Deadline`).
+
 A refused request changes nothing: the old terminal keeps running, and the event says why.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +37,12 @@ from typing import Any
 import crocoddyl
 import numpy as np
 
-from ..errors import VmpcError
+from ..errors import SwapRefused, VmpcError
 from ..ocp import PreparedTerminal, ReachingOCP, TerminalCost
 
 __all__ = [
+    "SWAP_SWITCH_INTERVAL_S",
+    "Deadline",
     "Preparer",
     "Request",
     "SwapCallback",
@@ -41,6 +57,32 @@ log = logging.getLogger("vmpc.swap")
 # parses it and refuses what is neither a built-in terminal nor a path).
 Request = str | Path
 _HISTORY = 4  # earlier terminals kept to revert to
+SWAP_SWITCH_INTERVAL_S = 2e-4  # [s] GIL switch interval while a swap is being prepared
+
+
+class Deadline:
+    """When a prepare must be done by (``time.monotonic()`` seconds); preparers call
+    :meth:`check` between stages so a refused slow load stops using the CPU soon after."""
+
+    def __init__(self, timeout_s: float, what: str) -> None:
+        self.timeout_s = timeout_s
+        self.what = what
+        self.at = time.monotonic() + timeout_s
+
+    def expired(self) -> bool:
+        return time.monotonic() > self.at
+
+    def reason(self) -> str:
+        return (
+            f"{self.what}: preparing took longer than {self.timeout_s:g} s (value.load_timeout_s)"
+        )
+
+    def check(self) -> None:
+        if self.expired():
+            raise SwapRefused(self.reason())
+
+
+NO_DEADLINE = Deadline(float("inf"), "")
 
 
 @dataclass
@@ -57,7 +99,7 @@ class SwapEvent:
         return asdict(self)
 
 
-Preparer = Callable[[Request, bool, np.ndarray], PreparedTerminal]
+Preparer = Callable[[Request, bool, np.ndarray, Deadline], PreparedTerminal]
 SwapCallback = Callable[[SwapEvent], None]
 
 
@@ -77,14 +119,21 @@ def preload_swap_support(evaluator: str) -> None:
 class TerminalSwapper:
     """Owns the worker thread and the queue of requests of one closed loop's OCP."""
 
-    def __init__(self, ocp: ReachingOCP, prepare: Preparer, wait_for_worker: bool) -> None:
+    def __init__(
+        self,
+        ocp: ReachingOCP,
+        prepare: Preparer,
+        wait_for_worker: bool,
+        timeout_s: float = float("inf"),
+    ) -> None:
         self._ocp = ocp
         self._prepare = prepare
         self._wait = wait_for_worker
+        self._timeout_s = timeout_s
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vmpc-swap")
         self._lock = threading.Lock()
         self._pending: list[
-            tuple[float, Request, bool, Future[PreparedTerminal], SwapCallback | None]
+            tuple[float, Request, bool, Future[PreparedTerminal], Deadline, SwapCallback | None]
         ] = []
         self.events: list[SwapEvent] = []
         self._history: list[tuple[TerminalCost, crocoddyl.ActionModelAbstract]] = []
@@ -98,10 +147,24 @@ class TerminalSwapper:
         force: bool = False,
         callback: SwapCallback | None = None,
     ) -> None:
-        """Queue a swap; thread-safe. ``x_now`` is the state the warm-up evaluates at."""
-        fut = self._pool.submit(self._prepare, spec, force, x_now.copy())
+        """Queue a swap; thread-safe. ``x_now`` is the state the warm-up evaluates at. The
+        timeout runs from now: a request queued behind a slow one is charged for the wait."""
+        deadline = Deadline(self._timeout_s, str(spec))
+        fut = self._pool.submit(self._run, spec, force, x_now.copy(), deadline)
         with self._lock:
-            self._pending.append((t, spec, force, fut, callback))
+            self._pending.append((t, spec, force, fut, deadline, callback))
+
+    def _run(
+        self, spec: Request, force: bool, x: np.ndarray, deadline: Deadline
+    ) -> PreparedTerminal:
+        """On the worker thread: one prepare, with the GIL handed to the loop often."""
+        deadline.check()  # it may have waited its whole budget behind another request
+        previous = sys.getswitchinterval()
+        sys.setswitchinterval(min(previous, SWAP_SWITCH_INTERVAL_S))
+        try:
+            return self._prepare(spec, force, x, deadline)
+        finally:
+            sys.setswitchinterval(previous)
 
     def poll(self, t: float) -> None:
         """At a tick boundary: install every finished request, in request order."""
@@ -110,12 +173,22 @@ class TerminalSwapper:
                 return
             pending = list(self._pending)
         done = 0
-        for t_req, spec, force, fut, callback in pending:
-            if self._wait:
-                fut.exception()  # blocks until the worker is done with it
-            elif not fut.done():
+        for t_req, spec, force, fut, deadline, callback in pending:
+            if self._wait:  # block until the worker is done with it, or the timeout
+                while not (fut.done() or deadline.expired()):
+                    # In steps: the deadline moves (it stands still while a swap process starts).
+                    step = min(max(0.0, deadline.at - time.monotonic()), 0.1)
+                    try:
+                        fut.exception(timeout=step)
+                    except FutureTimeout:
+                        pass
+            elif not (fut.done() or deadline.expired()):
                 break
-            event = self._finish(t, t_req, spec, force, fut)
+            if fut.done():
+                event = self._finish(t, t_req, spec, force, fut)
+            else:  # the worker stops at its next checkpoint; its result is never installed
+                log.warning("swap to %s refused: %s", spec, deadline.reason())
+                event = SwapEvent(t_req, str(spec), str(spec), False, deadline.reason(), force)
             self.events.append(event)
             done += 1
             if callback is not None:

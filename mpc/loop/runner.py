@@ -30,10 +30,19 @@ from ..io import atomic_write_text
 from ..ocp import NoTerminal, PreparedTerminal, QuadraticTerminal, ReachingOCP, TerminalCost
 from ..progress import progress_bar
 from ..robot_model import build_robot
-from ..value.terminal import prepare_value_terminal
-from .hot_swap import Request, SwapCallback, SwapEvent, TerminalSwapper, preload_swap_support
+from ..value.terminal import install_validated_value, prepare_value_terminal
+from .hot_swap import (
+    NO_DEADLINE,
+    Deadline,
+    Request,
+    SwapCallback,
+    SwapEvent,
+    TerminalSwapper,
+    preload_swap_support,
+)
 from .run_log import RunLog
 from .summary import RunResult, RunSummary, recoveries, settle_time, solve_stats
+from .swap_process import SwapProcess
 
 __all__ = ["ClosedLoop", "builtin_terminal"]
 
@@ -50,6 +59,15 @@ def builtin_terminal(cfg: Config, kind: TerminalKind) -> TerminalCost | None:
 
 
 TickHook = Callable[["ClosedLoop", int, float], None]
+
+
+def _swaps_in_process(cfg: Config) -> bool:
+    """See ``value.swap_worker``; the TorchScript evaluator needs the module in this process."""
+    if cfg.value.evaluator == "torchscript":
+        return False
+    if cfg.value.swap_worker == "auto":
+        return cfg.mpc.timing == "wallclock"
+    return cfg.value.swap_worker == "process"
 
 
 class ClosedLoop:
@@ -104,7 +122,10 @@ class ClosedLoop:
             nthreads=cfg.mpc.nthreads,
         )
         self.swapper = TerminalSwapper(
-            self.ocp, self.prepare_terminal, wait_for_worker=cfg.mpc.timing == "lockstep"
+            self.ocp,
+            self._prepare_swap,
+            wait_for_worker=cfg.mpc.timing == "lockstep",
+            timeout_s=cfg.value.load_timeout_s,
         )
         self.configured_terminal = str(kind)  # what a bridge "clear" swaps back to
         if terminal is None and builtin_terminal(cfg, kind) is None:
@@ -118,8 +139,9 @@ class ClosedLoop:
                 SwapEvent(0.0, str(kind), prepared.model_id, True, prepared.note, False, 0.0)
             )
         self._swap_schedule = sorted(cfg.value.swaps, key=lambda s: s.t)
+        self.swap_process = SwapProcess(cfg) if _swaps_in_process(cfg) else None
         if self._swap_schedule:
-            preload_swap_support(cfg.value.evaluator)
+            self.warm_swaps()
         # In wallclock mode a plan may go live late; allow it a horizon's worth of latency.
         latency_s = cfg.ocp.horizon * cfg.ocp.dt if cfg.mpc.timing == "wallclock" else 0.0
         self.controller = MPCController(
@@ -136,6 +158,9 @@ class ClosedLoop:
     def close(self) -> None:
         if hasattr(self, "swapper"):
             self.swapper.close()
+        swap_process: SwapProcess | None = getattr(self, "swap_process", None)
+        if swap_process is not None:
+            swap_process.close()
         self.arm.close()
 
     def __enter__(self) -> ClosedLoop:
@@ -177,7 +202,9 @@ class ClosedLoop:
         """What a broken terminal reverts to when no earlier one is left: the C++ quadratic."""
         return QuadraticTerminal(self.cfg.ocp.terminal)
 
-    def prepare_terminal(self, request: Request, force: bool, x: np.ndarray) -> PreparedTerminal:
+    def prepare_terminal(
+        self, request: Request, force: bool, x: np.ndarray, deadline: Deadline = NO_DEADLINE
+    ) -> PreparedTerminal:
         """Load, validate and build a terminal for this loop's OCP without installing it;
         raises SwapRefused with the reason (``vmpc value check`` runs exactly this)."""
         try:
@@ -188,7 +215,31 @@ class ClosedLoop:
         if term is not None:
             return PreparedTerminal(term, term.make_model(self.ocp), str(kind), "")
         assert isinstance(kind, Path)
-        return prepare_value_terminal(kind, force, x, self.cfg, self.ocp)
+        return prepare_value_terminal(kind, force, x, self.cfg, self.ocp, deadline=deadline)
+
+    def warm_swaps(self, wait: bool = False) -> None:
+        """Get ready for swaps now (a schedule or a bridge makes them possible): start the swap
+        process (``wait``: until it is ready), or import what the thread path needs, so a
+        first swap pays no start-up."""
+        if self.swap_process is not None:
+            self.swap_process.start(wait)
+        else:
+            preload_swap_support(self.cfg.value.evaluator)
+
+    def _prepare_swap(
+        self, request: Request, force: bool, x: np.ndarray, deadline: Deadline
+    ) -> PreparedTerminal:
+        """The swapper's preparer: value files go to the swap process when there is one."""
+        if self.swap_process is None:
+            return self.prepare_terminal(request, force, x, deadline)
+        try:
+            kind = parse_terminal_kind(request)
+        except ValueError as exc:
+            raise SwapRefused(str(exc)) from None
+        if not isinstance(kind, Path):
+            return self.prepare_terminal(kind, force, x, deadline)
+        model, note = self.swap_process.prepare(kind, force, x, self.ocp.target.copy(), deadline)
+        return install_validated_value(model, note, x, self.cfg, self.ocp)
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, progress: bool = True) -> RunResult:

@@ -65,6 +65,7 @@ __all__ = [
     "quiet_torchscript",
     "read_metadata",
     "task_fingerprint",
+    "legacy_task_fingerprint",
     "weights_sha256",
 ]
 
@@ -172,21 +173,21 @@ def weights_sha256(arrays: Mapping[str, Any]) -> str:
     return h.hexdigest()
 
 
-def task_fingerprint(cfg: Any, task_params: Sequence[str] = ()) -> str:
-    """sha256 of everything that defines the cost-to-go a value is trained for: the robot and
-    its URDF, the dynamics options, the running cost, and the target unless it is an input."""
+def _task_definition(cfg: Any, task_params: Sequence[str], with_posture: bool) -> bytes:
     urdf = resolve_urdf(cfg.robot.urdf, cfg.base_dir)
     conditioned_on_target = set(TARGET_PARAMS) <= set(task_params)
+    robot = {
+        "name": cfg.robot.name,
+        "urdf_sha256": hashlib.sha256(urdf.read_bytes()).hexdigest(),
+        "ee_frame": cfg.robot.ee_frame,
+        "ee_offset": cfg.robot.ee_offset,
+        "locked_joints": cfg.robot.locked_joints,
+        "torque_limits": cfg.robot.torque_limits,
+    }
+    if with_posture:
+        robot["posture"] = cfg.robot.posture
     definition = {
-        "robot": {
-            "name": cfg.robot.name,
-            "urdf_sha256": hashlib.sha256(urdf.read_bytes()).hexdigest(),
-            "ee_frame": cfg.robot.ee_frame,
-            "ee_offset": cfg.robot.ee_offset,
-            "locked_joints": cfg.robot.locked_joints,
-            "torque_limits": cfg.robot.torque_limits,
-            "posture": cfg.robot.posture,
-        },
+        "robot": robot,
         "ocp": {
             "dt": cfg.ocp.dt,
             "integrator": cfg.ocp.integrator,
@@ -196,7 +197,24 @@ def task_fingerprint(cfg: Any, task_params: Sequence[str] = ()) -> str:
         },
         "target": None if conditioned_on_target else cfg.task.target,
     }
-    blob = json.dumps(definition, sort_keys=True, separators=(",", ":")).encode()
+    return json.dumps(definition, sort_keys=True, separators=(",", ":")).encode()
+
+
+def task_fingerprint(cfg: Any, task_params: Sequence[str] = ()) -> str:
+    """sha256 of everything that defines the cost-to-go a value is trained for: the robot and
+    its URDF, the dynamics options, the running cost, and the target unless it is an input.
+    The posture (``robot.q_posture``, else ``robot.q0``) only when the cost pulls toward it
+    (``state_reg`` and ``state_reg_q`` > 0): a start configuration is not part of the task."""
+    costs = cfg.ocp.costs
+    pulls_to_posture = costs.state_reg > 0 and costs.state_reg_q > 0
+    blob = _task_definition(cfg, task_params, with_posture=pulls_to_posture)
+    return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+def legacy_task_fingerprint(cfg: Any, task_params: Sequence[str] = ()) -> str:
+    """The fingerprint of files written before December 2026, which held the posture always;
+    ``vmpc value upgrade --config`` recognises it and rewrites the metadata."""
+    blob = _task_definition(cfg, task_params, with_posture=True)
     return "sha256:" + hashlib.sha256(blob).hexdigest()
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import crocoddyl
 import numpy as np
@@ -27,6 +27,7 @@ from .artifact import (
     TARGET_PARAMS,
     ValueModel,
     ValueModelError,
+    legacy_task_fingerprint,
     load_value_model,
     task_fingerprint,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "make_evaluator",
     "check_compatible",
     "prepare_value_terminal",
+    "install_validated_value",
     "validation_states",
     "value_bases",
 ]
@@ -316,6 +318,12 @@ def check_compatible(model: ValueModel, cfg: Config, ocp: ReachingOCP) -> str | 
         )
     expected = task_fingerprint(cfg, meta.task_params)
     if meta.task_fingerprint != expected:
+        if meta.task_fingerprint == legacy_task_fingerprint(cfg, meta.task_params):
+            return (
+                f"task fingerprint {meta.task_fingerprint[:19]}... is this task's by the "
+                f"formula before December 2026 (which held the posture); run `vmpc value "
+                f"upgrade {path} --config {cfg.source}` to rewrite it"
+            )
         return (
             f"task fingerprint {meta.task_fingerprint[:19]}... != this task's "
             f"{expected[:19]}... (trained for a different cost, robot or target)"
@@ -371,15 +379,31 @@ def _bad(cost: float, lx: np.ndarray, lxx: np.ndarray, bound: float) -> str | No
     return None
 
 
+class _Checkpoint(Protocol):
+    def check(self) -> None: ...
+
+
+class _NoDeadline:
+    def check(self) -> None:
+        pass
+
+
 def prepare_value_terminal(
-    spec: Path, force: bool, x: np.ndarray, cfg: Config, ocp: ReachingOCP, warmups: int = 5
+    spec: Path,
+    force: bool,
+    x: np.ndarray,
+    cfg: Config,
+    ocp: ReachingOCP,
+    warmups: int = 5,
+    deadline: _Checkpoint = _NoDeadline(),
 ) -> PreparedTerminal:
     """Load, validate, build and warm up a value terminal; raise SwapRefused with the reason.
 
     The default (fast) evaluator runs nothing from the file; ``value.evaluator: torchscript``
     loads the module only for a trusted file. The value, gradient and Hessian must be finite
     and within ``value.max_abs_value`` at the current state and at ``value.validation_states``
-    states sampled in the artifact's training box (or around the current state)."""
+    states sampled in the artifact's training box (or around the current state).
+    ``deadline.check()`` runs between stages and raises SwapRefused once time is up."""
     torchscript = cfg.value.evaluator == "torchscript"
     try:
         model = load_value_model(
@@ -392,6 +416,7 @@ def prepare_value_terminal(
         mismatch = check_compatible(model, cfg, ocp)
     except ValueModelError as exc:
         raise SwapRefused(str(exc)) from None
+    deadline.check()
     note = ""
     if mismatch is not None:
         if not force:
@@ -429,6 +454,7 @@ def prepare_value_terminal(
     ev = croc.evaluator
     try:
         for k, xk in enumerate(xs):
+            deadline.check()
             if thetas is not None:
                 ev.set_params(thetas[k])
             ev.invalidate()
@@ -445,4 +471,24 @@ def prepare_value_terminal(
     finally:
         term.set_target(ocp.target)
         ev.invalidate()
+    return PreparedTerminal(term, croc, model.model_id, note)
+
+
+def install_validated_value(
+    model: ValueModel, note: str, x: np.ndarray, cfg: Config, ocp: ReachingOCP
+) -> PreparedTerminal:
+    """Build the terminal of a model :func:`prepare_value_terminal` already accepted (in the
+    swap process, with the same weights and task): no validation again, only the one
+    evaluation at ``x`` that makes the first solve find warm buffers, and that must be finite."""
+    term = LearnedValueTerminal(model, "fast")
+    croc = term.make_model(ocp)
+    term.set_target(ocp.target)
+    data = croc.createData()
+    with np.errstate(all="ignore"):
+        croc.calc(data, x)
+        croc.calcDiff(data, x)
+    croc.evaluator.invalidate()
+    bad = _bad(data.cost, data.Lx, data.Lxx, cfg.value.max_abs_value)
+    if bad is not None:
+        raise SwapRefused(f"{model.path}: the value at the current state is {bad}")
     return PreparedTerminal(term, croc, model.model_id, note)

@@ -66,8 +66,14 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
     src = Path(args.path)
     meta = read_metadata(src)  # runs nothing; a non-model is refused here
+    out = Path(args.out) if args.out else src
+    if meta.format_version != 1 and args.config:
+        return _refingerprint(src, out, args.config)
     if meta.format_version != 1:
-        raise ValueModelError(f"{src}: already format version {meta.format_version}")
+        raise ValueModelError(
+            f"{src}: already format version {meta.format_version} (--config CFG rewrites an "
+            "old task fingerprint)"
+        )
     sha = file_sha256(src)
     try:
         trusted = sha in read_trusted(src.resolve().parent)
@@ -80,9 +86,22 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         )
     from learning.export import upgrade_value
 
-    out = Path(args.out) if args.out else src
     new = upgrade_value(src, out)
     print(f"upgraded {src} -> {out}  (format 2, weights sha256 {new.weights_sha256[:16]}...)")
+    if args.config:
+        return _refingerprint(out, out, args.config)
+    print(f"  file sha256 {file_sha256(out)}  (add it to {TRUST_MANIFEST} to trust the file)")
+    return EXIT_OK
+
+
+def _refingerprint(src: Path, out: Path, config: str) -> int:
+    from learning.export import refingerprint_value
+    from mpc.config import load_config
+    from mpc.value.artifact import TRUST_MANIFEST, file_sha256
+
+    old, new = refingerprint_value(src, out, load_config(config))
+    print(f"rewrote the task fingerprint of {src} -> {out} for {config}")
+    print(f"  {old[:23]}... (posture always) -> {new[:23]}... (posture only when it is a cost)")
     print(f"  file sha256 {file_sha256(out)}  (add it to {TRUST_MANIFEST} to trust the file)")
     return EXIT_OK
 
@@ -221,14 +240,20 @@ def add_value_commands(sub: Any) -> None:
 
     u = vs.add_parser(
         "upgrade",
-        help="rewrite a format-1 model file as format 2 (runs its TorchScript: trusted files only)",
+        help="rewrite a format-1 model file as format 2, or an old task fingerprint (--config)",
         description="Loads a format-1 file (which RUNS its TorchScript) and writes it as "
         "format 2: the same module, weights, weights sha256 and task fingerprint, plus the "
         "weights as safetensors, which the controller loads without running anything. The "
-        "file must be listed in TRUSTED.sha256 next to it, or --trust must say you trust it.",
+        "file must be listed in TRUSTED.sha256 next to it, or --trust must say you trust it. "
+        "With --config, a file whose task fingerprint is that config's by the formula before "
+        "December 2026 (which held the posture even when no cost used it) gets the current "
+        "one; that rebuilds the module from its weights and runs nothing from the file.",
     )
     u.add_argument("path")
     u.add_argument("--out", help="where to write (default: in place)")
+    u.add_argument(
+        "--config", help="the YAML config the model was trained for: rewrite its fingerprint"
+    )
     u.add_argument(
         "--trust",
         action="store_true",
