@@ -174,7 +174,7 @@ class ValueSpec(Strict):
     allowed_dirs: list[str] = Field(
         default_factory=lambda: ["models"],
         description="folders value models may be loaded from: absolute, or relative to the "
-        "config file's folder (then the working dir); refused if writable by group or others",
+        "config file's folder; refused if writable by group or others or owned by another user",
     )
     evaluator: Literal["fast", "torchscript"] = Field(
         default="fast",
@@ -356,5 +356,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 
 def dump_config(cfg: Config) -> str:
-    """The resolved config as YAML; loading it again gives the same config."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The resolved config as YAML; loading it again, from any folder, gives the same config
+    (``value.allowed_dirs`` are written absolute: they are relative to the config file)."""
+    data = cfg.model_dump(mode="json")
+    data["value"]["allowed_dirs"] = [
+        str((cfg.base_dir / d).resolve()) for d in cfg.value.allowed_dirs
+    ]
+    return yaml.safe_dump(data, sort_keys=False)

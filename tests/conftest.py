@@ -151,6 +151,17 @@ def make_artifact(
     return Path(path)
 
 
+def local_config(folder: Path, source: Path = IIWA) -> Path:
+    """A copy of a shipped config in ``folder`` whose value models load from ``folder/models``
+    (``value.allowed_dirs`` is relative to the config file; the shipped ones say ../models)."""
+    text = source.read_text()
+    shipped = "allowed_dirs: [../models]"
+    assert shipped in text, f"{source} no longer says {shipped}"
+    path = folder / source.name
+    path.write_text(text.replace(shipped, "allowed_dirs: [models]"))
+    return path
+
+
 def random_states(cfg: Config, n: int, seed: int = 0) -> np.ndarray:
     """n states around the config's q0: q with 0.3 rad, v with 0.5 rad/s spread."""
     rng = np.random.default_rng(seed)
@@ -159,6 +170,7 @@ def random_states(cfg: Config, n: int, seed: int = 0) -> np.ndarray:
 
 
 __all__ = [
+    "local_config",
     "CONFIGS",
     "IIWA",
     "PANDA",

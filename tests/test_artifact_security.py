@@ -260,6 +260,23 @@ def test_allowed_dirs_resolve_against_the_config_folder(cfg, models, tmp_path):
         load_value_model(path, ["models"], [elsewhere])
 
 
+def test_the_working_directory_is_not_an_allowed_folder(cli, cfg, models, tmp_path):
+    """Run from a folder that has its own models/: the shipped config allows ../models from
+    itself, never ./models from wherever the command runs."""
+    make_artifact(models / "v.pt", cfg)
+    code, out, err = cli("value", "check", "models/v.pt", "--config", IIWA, cwd=tmp_path)
+    assert code == 1 and "outside the allowed folders" in out, out + err
+    # A run's config.yaml names the allowed folders absolute: it loads the same from anywhere.
+    from mpc.config import dump_config
+
+    (tmp_path / "runs").mkdir()
+    dumped = tmp_path / "runs" / "config.yaml"
+    dumped.write_text(dump_config(cfg))
+    again = load_config(dumped)
+    assert again.value.allowed_dirs == [str(IIWA.parent.parent / "models")]
+    assert again.model_dump() == cfg.model_dump() | {"value": again.value.model_dump()}
+
+
 # -- trust ---------------------------------------------------------------------------------------
 def test_torchscript_evaluator_runs_only_trusted_files(cli, cfg, models):
     path = make_artifact(models / "v.pt", cfg)

@@ -27,7 +27,7 @@ from vmpc.studies.horizons import (
 )
 from vmpc.studies.horizons.running import _yaml_float
 
-from .conftest import IIWA, make_artifact
+from .conftest import IIWA, local_config, make_artifact
 
 # Trajectories are lockstep-deterministic; solve times are not, so only these are compared.
 DETERMINISTIC = (
@@ -44,12 +44,12 @@ DETERMINISTIC = (
 )
 
 
-def _study_args(out, workers):
+def _study_args(out, workers, config=IIWA):
     return [
         "eval",
         "horizons",
         "--config",
-        str(IIWA),
+        str(config),
         "--value",
         "models/v.pt",
         "--starts",
@@ -72,7 +72,8 @@ def test_study_end_to_end_and_workers_agree(tmp_path, monkeypatch, capsys):
     (tmp_path / "models").mkdir()
     make_artifact(tmp_path / "models/v.pt", load_config(IIWA))
     monkeypatch.chdir(tmp_path)
-    assert main(_study_args("one", 1)) == 0
+    here = local_config(tmp_path)
+    assert main(_study_args("one", 1, here)) == 0
     stdout = capsys.readouterr().out
     assert "without push" in stdout and "with push" in stdout
     assert "T10-learned" in stdout and "speed-up" in stdout
@@ -118,7 +119,7 @@ def test_study_end_to_end_and_workers_agree(tmp_path, monkeypatch, capsys):
 
     # The one subprocess smoke test: the installed command, with a pool of spawned workers.
     two = subprocess.run(
-        [sys.executable, "-m", "vmpc", *_study_args("two", 2), "--no-plots"],
+        [sys.executable, "-m", "vmpc", *_study_args("two", 2, here), "--no-plots"],
         capture_output=True,
         text=True,
         timeout=180,
@@ -147,7 +148,7 @@ def test_bad_value_is_one_line_exit_2(tmp_path, monkeypatch, capsys, value, reas
     (tmp_path / "models").mkdir()
     make_artifact(tmp_path / "models/other.pt", load_config(IIWA), fingerprint="sha256:" + "2" * 64)
     monkeypatch.chdir(tmp_path)
-    args = ["eval", "horizons", "--config", str(IIWA), "--value", value]
+    args = ["eval", "horizons", "--config", str(local_config(tmp_path)), "--value", value]
     assert main([*args, "--starts", "2", "--duration", "0.1", "--out", "out"]) == 2
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]

@@ -12,12 +12,15 @@ from mpc.controller import SolveStatus
 from mpc.errors import ConfigError
 from mpc.loop import ClosedLoop
 
-from .conftest import IIWA, make_artifact, wait_until
+from .conftest import IIWA, local_config, make_artifact, wait_until
 
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    # Value models load from the config file's folder: this module's tests run a copy of the
+    # shipped config that sits next to tmp_path/models.
+    monkeypatch.setattr(f"{__name__}.IIWA", local_config(tmp_path))
     (tmp_path / "models").mkdir()
     return tmp_path
 

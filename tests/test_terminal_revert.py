@@ -10,7 +10,7 @@ import pytest
 from mpc.config import load_config
 from mpc.loop import ClosedLoop
 
-from .conftest import IIWA, make_artifact
+from .conftest import IIWA, local_config, make_artifact
 
 BREAK_AT_S = 0.2  # [s] sim time at which the value's weights go bad
 
@@ -18,6 +18,9 @@ BREAK_AT_S = 0.2  # [s] sim time at which the value's weights go bad
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    # Value models load from the config file's folder: this module's tests run a copy of the
+    # shipped config that sits next to tmp_path/models.
+    monkeypatch.setattr(f"{__name__}.IIWA", local_config(tmp_path))
     (tmp_path / "models").mkdir()
     make_artifact(tmp_path / "models/v.pt", load_config(IIWA))
     return tmp_path

@@ -12,13 +12,13 @@ from mpc.value.artifact import (
     FORMAT_VERSION,
     TARGET_PARAMS,
     ValueModelError,
+    legacy_task_fingerprint,
     load_value_model,
     read_metadata,
-    legacy_task_fingerprint,
     task_fingerprint,
 )
 
-from .conftest import IIWA, make_artifact
+from .conftest import IIWA, local_config, make_artifact
 
 
 @pytest.fixture
@@ -66,25 +66,26 @@ def test_fingerprint_holds_the_posture_only_when_the_cost_pulls_toward_it(cfg):
 def test_upgrade_rewrites_a_legacy_fingerprint_without_running_the_file(cfg, models, cli):
     from mpc.value.artifact import load_value_model as load
 
+    here = str(local_config(models.parent))  # loads values from models/ next to it
     legacy = legacy_task_fingerprint(cfg)
-    path = make_artifact(models / "old.pt", cfg, fingerprint=legacy)
+    make_artifact(models / "old.pt", cfg, fingerprint=legacy)
     before = load("models/old.pt", ["models"])
-    code, out, err = cli("value", "check", "models/old.pt", "--config", IIWA, cwd=models.parent)
+    code, out, err = cli("value", "check", "models/old.pt", "--config", here, cwd=models.parent)
     assert code != 0 and "vmpc value upgrade" in out + err and "--config" in out + err
-    code, out, err = cli("value", "upgrade", "models/old.pt", "--config", IIWA, cwd=models.parent)
+    code, out, err = cli("value", "upgrade", "models/old.pt", "--config", here, cwd=models.parent)
     assert code == 0, err
     after = load("models/old.pt", ["models"])
     assert after.metadata.task_fingerprint == task_fingerprint(cfg)
     assert after.model_id == before.model_id  # the same weights
     assert all(np.array_equal(after.arrays[k], before.arrays[k]) for k in before.arrays)
     assert legacy in after.metadata.provenance.notes
-    code, out, err = cli("value", "check", "models/old.pt", "--config", IIWA, cwd=models.parent)
+    code, out, err = cli("value", "check", "models/old.pt", "--config", here, cwd=models.parent)
     assert code == 0 and "ACCEPTED" in out, out + err
     # Twice is refused with one line; so is a config the file was not trained for.
-    code, _, err = cli("value", "upgrade", "models/old.pt", "--config", IIWA, cwd=models.parent)
+    code, _, err = cli("value", "upgrade", "models/old.pt", "--config", here, cwd=models.parent)
     assert code == 2 and "already current" in err and len(err.strip().splitlines()) == 1
-    other = make_artifact(models / "other.pt", cfg, fingerprint="sha256:" + "2" * 64)
-    code, _, err = cli("value", "upgrade", "models/other.pt", "--config", IIWA, cwd=models.parent)
+    make_artifact(models / "other.pt", cfg, fingerprint="sha256:" + "2" * 64)
+    code, _, err = cli("value", "upgrade", "models/other.pt", "--config", here, cwd=models.parent)
     assert code == 2 and "either formula" in err
 
 

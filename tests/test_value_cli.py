@@ -9,16 +9,17 @@ import yaml
 
 from mpc.config import load_config
 
-from .conftest import IIWA, ROOT, make_artifact, vmpc_subprocess
+from .conftest import IIWA, ROOT, local_config, make_artifact, vmpc_subprocess
 
 
 def test_fit_inspect_check_and_sim_with_the_fitted_value(cli, tmp_path):
     (tmp_path / "models").mkdir()
+    here = str(local_config(tmp_path))  # value.allowed_dirs: [models], next to it
     fit = cli(
         "value",
         "fit",
         "--config",
-        IIWA,
+        here,
         "--out",
         "models/fit.pt",
         "--samples",
@@ -38,14 +39,14 @@ def test_fit_inspect_check_and_sim_with_the_fitted_value(cli, tmp_path):
     meta = json.loads(proc.stdout)
     assert meta["provenance"]["algorithm"] == "sobolev-fit:quadratic-terminal"
     assert meta["provenance"]["samples"] == 300
-    check = cli("value", "check", "models/fit.pt", "--config", IIWA, cwd=tmp_path)
+    check = cli("value", "check", "models/fit.pt", "--config", here, cwd=tmp_path)
     assert check.returncode == 0 and check.stdout.startswith("ACCEPTED"), (
         check.stdout + check.stderr
     )
     sim = cli(
         "sim",
         "--config",
-        IIWA,
+        here,
         "--terminal",
         "models/fit.pt",
         "--duration",
@@ -63,11 +64,12 @@ def test_fit_inspect_check_and_sim_with_the_fitted_value(cli, tmp_path):
 
 def test_check_refuses_with_reason_and_exit_1(cli, tmp_path):
     (tmp_path / "models").mkdir()
+    here = str(local_config(tmp_path))  # value.allowed_dirs: [models], next to it
     make_artifact(tmp_path / "models/other.pt", load_config(IIWA), fingerprint="sha256:" + "2" * 64)
-    proc = cli("value", "check", "models/other.pt", "--config", IIWA, cwd=tmp_path)
+    proc = cli("value", "check", "models/other.pt", "--config", here, cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stdout.startswith("REFUSED") and "task fingerprint" in proc.stdout
-    forced = cli("value", "check", "models/other.pt", "--config", IIWA, "--force", cwd=tmp_path)
+    forced = cli("value", "check", "models/other.pt", "--config", here, "--force", cwd=tmp_path)
     assert forced.returncode == 0 and "ACCEPTED (forced)" in forced.stdout
 
 

@@ -451,7 +451,6 @@ class BridgeServer:
     def attach(self) -> BridgeServer:
         if self._hook not in self.loop.tick_hooks:
             self.loop.tick_hooks.append(self._hook)
-            self.loop.warm_swaps()  # any client may ask for a swap from now on
         return self
 
     def __enter__(self) -> BridgeServer:

@@ -332,12 +332,9 @@ def check_compatible(model: ValueModel, cfg: Config, ocp: ReachingOCP) -> str | 
 
 
 def value_bases(cfg: Config) -> list[Path]:
-    """Where relative ``value.allowed_dirs`` entries resolve: the config file's folder, then
-    the working directory (the shipped configs live in configs/, their models in ./models)."""
-    bases = [cfg.base_dir.resolve()]
-    if Path.cwd().resolve() not in bases:
-        bases.append(Path.cwd().resolve())
-    return bases
+    """Where relative ``value.allowed_dirs`` entries resolve: the config file's folder only, so
+    the folder a model may come from does not depend on where a command is run."""
+    return [cfg.base_dir.resolve()]
 
 
 # Spread of the validation states around the current one when the artifact records no state

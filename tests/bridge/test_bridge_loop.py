@@ -186,9 +186,10 @@ def test_model_swaps_through_the_bridge(tmp_path, monkeypatch):
     cfg = load_config(IIWA)
     make_artifact(tmp_path / "models/good.pt", cfg)
     make_artifact(tmp_path / "models/wrong_dim.pt", cfg, nx=12)
-    # The latency budget of a value is not under test here: timed in a worker thread that
-    # shares the GIL with the running loop, on a loaded machine, it would refuse at random.
-    with run_bridge(["value.max_call_us=50000"]) as rb:
+    # The latency budget of a value is not under test here: timed on a loaded machine, it
+    # would refuse at random.
+    models = tmp_path / "models"
+    with run_bridge(["value.max_call_us=50000", f"value.allowed_dirs=[{models}]"]) as rb:
         c = rb.client
         r = c.swap_value("models/good.pt")
         assert r["terminal"] != "quadratic" and r["model_id"].startswith("good.pt@")

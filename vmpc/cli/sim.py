@@ -41,6 +41,7 @@ def _start_bridge(loop: ClosedLoop) -> BridgeServer:
     from mpc.bridge.server import BridgeServer
 
     server = BridgeServer(loop).attach()
+    loop.warm_swaps()  # any client may ask for a swap: start its worker before one does
     ep = server.endpoints
     print(
         f"vmpc: bridge: state {ep['state']}, commands {ep['commands']}, wrench {ep['wrench']}"
