@@ -1,7 +1,8 @@
 """Datasets of (z, V, V_x) samples for Sobolev regression.
 
-z = [x, theta] is the network input (state, then task parameters); V_x is the value's gradient
-with respect to the state part only, which is what an OCP solver provides.
+z = [x, theta] is the network input (state, then task parameters), or [x, theta, phi(x)] with
+task-space features (mpc/value/features.py), whose Jacobians dphi/dx then ride along so that
+the fit can compare dV/dx (through the features, by the chain rule) with the solver's V_x.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class ValueDataset:
     value: np.ndarray  # (N,)
     grad_x: np.ndarray  # (N, nx) dV/dx
     nx: int
+    jac_features: np.ndarray | None = None  # (N, n_features, nx) dphi/dx of z's last columns
 
     def __post_init__(self) -> None:
         n = len(self.z)
@@ -28,6 +30,12 @@ class ValueDataset:
                 f"inconsistent dataset shapes: z {self.z.shape}, value "
                 f"{self.value.shape}, grad_x {self.grad_x.shape}, nx {self.nx}"
             )
+        if self.jac_features is not None and (
+            self.jac_features.ndim != 3
+            or self.jac_features.shape[0] != n
+            or self.jac_features.shape[2] != self.nx
+        ):
+            raise ValueError(f"jac_features has shape {self.jac_features.shape}")
         finite = (
             np.isfinite(self.z).all(1) & np.isfinite(self.value) & np.isfinite(self.grad_x).all(1)
         )
@@ -43,7 +51,10 @@ class ValueDataset:
         idx = rng.permutation(len(self))
         n_val = int(round(val_fraction * len(self)))
         va, tr = idx[:n_val], idx[n_val:]
-        pick = lambda i: ValueDataset(self.z[i], self.value[i], self.grad_x[i], self.nx)  # noqa: E731
+        jf = self.jac_features
+        pick = lambda i: ValueDataset(  # noqa: E731
+            self.z[i], self.value[i], self.grad_x[i], self.nx, None if jf is None else jf[i]
+        )
         return pick(tr), pick(va)
 
 

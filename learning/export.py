@@ -37,6 +37,7 @@ from mpc.value.artifact import (
     task_fingerprint,
     weights_sha256,
 )
+from mpc.value.features import feature_dim, goal_mask
 
 from .networks import ValueNet, make_value_net
 
@@ -94,9 +95,10 @@ def build_metadata(
     iterations: int | None = None,
     samples: int | None = None,
     notes: str = "",
+    features: list[str] | None = None,
 ) -> ValueMetadata:
-    """The metadata of ``net`` as an artifact: architecture, state layout, task, provenance and
-    the hash of its weights."""
+    """The metadata of ``net`` as an artifact: architecture, state layout, task, input
+    features, provenance and the hash of its weights."""
     arrays = {k: v.detach().double().numpy() for k, v in net.state_dict().items()}
     meta = ValueMetadata(
         architecture=Architecture(
@@ -104,9 +106,11 @@ def build_metadata(
             n_in=net.n_in,
             hidden=net.hidden,
             residual_dim=net.residual_dim,
+            goal_zero=bool(getattr(net, "goal_zero", False)),
         ),
         state=state,
         task_params=list(task_params),
+        features=list(features or []),
         task_fingerprint=task_fingerprint,
         trained=trained or TrainedWith(),
         provenance=Provenance(
@@ -120,10 +124,11 @@ def build_metadata(
         ),
         weights_sha256=weights_sha256(arrays),
     )
-    if meta.architecture.n_in != state.nx + len(task_params):
+    n_features = feature_dim(meta.features)
+    if meta.architecture.n_in != state.nx + len(task_params) + n_features:
         raise ValueError(
             f"network input {meta.architecture.n_in} != nx {state.nx} + "
-            f"{len(task_params)} task parameters"
+            f"{len(task_params)} task parameters + {n_features} features"
         )
     return meta
 
@@ -140,6 +145,7 @@ def export_value(
     iterations: int | None = None,
     samples: int | None = None,
     notes: str = "",
+    features: list[str] | None = None,
 ) -> ValueMetadata:
     """Script ``net`` (as float64), attach metadata, and save atomically to ``path``."""
     meta = build_metadata(
@@ -152,6 +158,7 @@ def export_value(
         iterations=iterations,
         samples=samples,
         notes=notes,
+        features=features,
     )
     return save_artifact(script_value(net), meta, path)
 
@@ -239,7 +246,12 @@ def refingerprint_value(src: str | Path, out: str | Path, cfg: Any) -> tuple[str
             "either formula (trained for another task?); nothing rewritten"
         )
     arch = meta.architecture
-    net = make_value_net(arch.kind, arch.n_in, arch.hidden, arch.residual_dim or 1)
+    mask = (
+        torch.from_numpy(goal_mask(meta.state.nx // 2, len(meta.task_params), meta.features))
+        if arch.goal_zero
+        else None
+    )
+    net = make_value_net(arch.kind, arch.n_in, arch.hidden, arch.residual_dim or 1, mask)
     state = net.double().state_dict()
     if set(state) != set(model.arrays):
         raise ValueModelError(f"{src}: its tensors do not fit a {arch.kind} network")

@@ -44,28 +44,47 @@ class _TanhTrunk(nn.Module):
 
 
 class ResidualValueNet(_TanhTrunk):
+    """V(z) = ||r(z)||^2; with a ``goal_mask`` m, V(z) = ||r(z) - r(z * m)||^2, exactly 0 (and
+    its gradient too) wherever z * m = z: on the goal manifold when m zeroes the inputs that
+    vanish there (mpc/value/features.py: goal_mask; mpc/value/feature_evaluator.py)."""
+
     kind: Final[str] = "residual"
 
     def __init__(
-        self, n_in: int, hidden: Sequence[int] = (64, 64, 64), residual_dim: int = 16
+        self,
+        n_in: int,
+        hidden: Sequence[int] = (64, 64, 64),
+        residual_dim: int = 16,
+        goal_mask: Tensor | None = None,
     ) -> None:
         super().__init__(n_in, hidden)
         self.out = nn.Linear(hidden[-1], residual_dim)
         self.n_in, self.hidden, self.residual_dim = n_in, list(hidden), residual_dim
+        self.goal_zero = goal_mask is not None
+        mask = torch.ones(n_in) if goal_mask is None else goal_mask
+        if mask.shape != (n_in,):
+            raise ValueError(f"goal_mask has shape {tuple(mask.shape)}, the input is {n_in} wide")
+        # A plain attribute, not a buffer: the weights (state dict, safetensors, their hash) are
+        # weights only, and the loader derives the mask from the metadata itself.
+        self.goal_mask = mask.to(torch.float64)
 
-    def residual(self, z: Tensor) -> Tensor:
+    def _plain_residual(self, z: Tensor) -> Tensor:
         h = (z - self.in_mean) / self.in_std
         for layer in self.layers:
             h = torch.tanh(layer(h))
         return self.out(h)
 
+    def residual(self, z: Tensor) -> Tensor:
+        r = self._plain_residual(z)
+        if self.goal_zero:
+            r = r - self._plain_residual(z * self.goal_mask.to(z.dtype))
+        return r
+
     def forward(self, z: Tensor) -> Tensor:
         r = self.residual(z)
         return (r * r).sum(-1)
 
-    @torch.jit.export
-    def value_and_derivatives(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        z = z.to(torch.float64)
+    def _residual_and_jacobian(self, z: Tensor) -> tuple[Tensor, Tensor]:
         inv_std = 1.0 / self.in_std.to(torch.float64)
         h = (z - self.in_mean.to(torch.float64)) * inv_std
         jac = torch.diag(inv_std)  # dh/dz, forward mode
@@ -74,8 +93,17 @@ class ResidualValueNet(_TanhTrunk):
             h = torch.tanh(w @ h + layer.bias.to(torch.float64))
             jac = (1.0 - h * h).unsqueeze(1) * (w @ jac)
         w_out = self.out.weight.to(torch.float64)
-        r = w_out @ h + self.out.bias.to(torch.float64)
-        jr = w_out @ jac
+        return w_out @ h + self.out.bias.to(torch.float64), w_out @ jac
+
+    @torch.jit.export
+    def value_and_derivatives(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        z = z.to(torch.float64)
+        r, jr = self._residual_and_jacobian(z)
+        if self.goal_zero:
+            mask = self.goal_mask.to(torch.float64)
+            r0, jr0 = self._residual_and_jacobian(z * mask)
+            r = r - r0
+            jr = jr - jr0 * mask.unsqueeze(0)
         return (r @ r), 2.0 * (jr.t() @ r), 2.0 * (jr.t() @ jr)
 
 
@@ -129,10 +157,16 @@ ValueNet = ResidualValueNet | FeedForwardValueNet
 
 
 def make_value_net(
-    kind: str, n_in: int, hidden: Sequence[int] = (64, 64, 64), residual_dim: int = 16
+    kind: str,
+    n_in: int,
+    hidden: Sequence[int] = (64, 64, 64),
+    residual_dim: int = 16,
+    goal_mask: Tensor | None = None,
 ) -> ValueNet:
     if kind == "residual":
-        return ResidualValueNet(n_in, hidden, residual_dim)
+        return ResidualValueNet(n_in, hidden, residual_dim, goal_mask)
+    if goal_mask is not None:
+        raise ValueError("goal_zero needs a residual network (kind: residual)")
     if kind == "feedforward":
         return FeedForwardValueNet(n_in, hidden)
     raise ValueError(f"unknown value network kind '{kind}' (residual | feedforward)")

@@ -2,6 +2,9 @@
 
     loss = mean((V_hat - V)^2) / var(V)  +  lambda * mean(|dV_hat/dx - V_x|^2) / mean(|V_x|^2)
 
+With task-space features in the input (z = [x, theta, phi(x)]), dV_hat/dx = dV_hat/dz[x part] +
+dphi/dx^T dV_hat/dz[phi part], the exact chain rule, with the per-sample dphi/dx of the data.
+
 Both terms are MSEs divided by a constant of the dataset, so lambda is scale-free; lambda = 0 is
 plain regression. The network trains in float64 (the nets are small; the exported artifact is
 float64 too).
@@ -23,7 +26,7 @@ from sim.specs import Strict
 from .datasets import ValueDataset
 from .networks import ValueNet
 
-__all__ = ["SobolevFitSpec", "FitResult", "fit_sobolev", "sobolev_loss"]
+__all__ = ["SobolevFitSpec", "FitResult", "fit_sobolev", "grad_x", "sobolev_loss"]
 
 
 class SobolevFitSpec(Strict):
@@ -55,23 +58,35 @@ def sobolev_loss(
     v_scale: float,
     g_scale: float,
     create_graph: bool = True,
+    jf: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     z = z.detach().requires_grad_(lam > 0)
     v_hat = net(z)
     loss_v = ((v_hat - v) ** 2).mean() / v_scale
     if lam > 0:
         (g_hat,) = torch.autograd.grad(v_hat.sum(), z, create_graph=create_graph)
-        loss_g = ((g_hat[:, :nx] - gx) ** 2).sum(1).mean() / g_scale
+        loss_g = ((grad_x(g_hat, nx, jf) - gx) ** 2).sum(1).mean() / g_scale
     else:
         loss_g = torch.zeros((), dtype=v.dtype)
     return loss_v + lam * loss_g, loss_v, loss_g
 
 
-def _tensors(ds: ValueDataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def grad_x(g_z: torch.Tensor, nx: int, jf: torch.Tensor | None) -> torch.Tensor:
+    """dV/dx from dV/dz: the state columns, plus the features' part through dphi/dx (the
+    features are z's last columns)."""
+    if jf is None:
+        return g_z[:, :nx]
+    return g_z[:, :nx] + torch.einsum("bfx,bf->bx", jf, g_z[:, g_z.shape[1] - jf.shape[1] :])
+
+
+def _tensors(
+    ds: ValueDataset,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     return (
         torch.from_numpy(ds.z).double(),
         torch.from_numpy(ds.value).double(),
         torch.from_numpy(ds.grad_x).double(),
+        None if ds.jac_features is None else torch.from_numpy(ds.jac_features).double(),
     )
 
 
@@ -91,7 +106,7 @@ def fit_sobolev(
     torch.manual_seed(spec.seed)
     net.double()
     train, val = data.split(spec.val_fraction, rng) if spec.val_fraction > 0 else (data, None)
-    z, v, gx = _tensors(train)
+    z, v, gx, jf = _tensors(train)
     if spec.set_normalisation:
         net.set_normalisation(z.mean(0), z.std(0) if len(z) > 1 else torch.ones(z.shape[1]))
     v_scale = max(float(v.var()) if len(v) > 1 else 1.0, 1e-12)
@@ -113,7 +128,15 @@ def fit_sobolev(
         for i in range(steps_per_epoch):
             b = perm[i * spec.batch_size : (i + 1) * spec.batch_size]
             loss, _, _ = sobolev_loss(
-                net, z[b], v[b], gx[b], data.nx, spec.sobolev_lambda, v_scale, g_scale
+                net,
+                z[b],
+                v[b],
+                gx[b],
+                data.nx,
+                spec.sobolev_lambda,
+                v_scale,
+                g_scale,
+                jf=None if jf is None else jf[b],
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -122,9 +145,9 @@ def fit_sobolev(
             total += float(loss.detach()) * len(b)
         row = {"epoch": float(epoch), "train_loss": total / len(z)}
         if val is not None and len(val):
-            zv, vv, gv = _tensors(val)
+            zv, vv, gv, jv = _tensors(val)
             _, lv, lg = sobolev_loss(
-                net, zv, vv, gv, data.nx, 1.0, v_scale, g_scale, create_graph=False
+                net, zv, vv, gv, data.nx, 1.0, v_scale, g_scale, create_graph=False, jf=jv
             )
             row.update(val_value_nmse=float(lv.detach()), val_grad_nmse=float(lg.detach()))
         result.history.append(row)

@@ -117,21 +117,26 @@ def make_artifact(
     seed: int = 0,
     residual_dim: int = 16,
     edit=None,
+    features=(),
+    goal_zero: bool = False,
 ) -> Path:
-    """A random-weight value; ``edit(net)`` may change its (float64) weights before export."""
+    """A random-weight value; ``edit(net)`` may change its (float64) weights before export.
+    ``features`` and ``goal_zero`` make a task-space, zero-on-the-goal model (residual only)."""
     import torch
 
     from learning.export import export_value
     from learning.networks import FeedForwardValueNet, ResidualValueNet
     from mpc.robot_model import build_robot
     from mpc.value.artifact import StateLayout, task_fingerprint
+    from mpc.value.features import feature_dim, goal_mask
 
     _, robot = build_robot(cfg)
     nx = 2 * robot.nq if nx is None else nx
-    n_in = nx + len(task_params)
+    n_in = nx + len(task_params) + feature_dim(features)
+    mask = torch.from_numpy(goal_mask(nx // 2, len(task_params), features)) if goal_zero else None
     torch.manual_seed(seed)
     net = (
-        ResidualValueNet(n_in, residual_dim=residual_dim)
+        ResidualValueNet(n_in, residual_dim=residual_dim, goal_mask=mask)
         if kind == "residual"
         else FeedForwardValueNet(n_in)
     )
@@ -147,6 +152,7 @@ def make_artifact(
         task_params=list(task_params),
         task_fingerprint=fingerprint or task_fingerprint(cfg, task_params),
         algorithm="test-random",
+        features=list(features),
     )
     return Path(path)
 

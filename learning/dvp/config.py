@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from mpc.config import load_yaml_model
 from mpc.errors import ConfigError
@@ -31,6 +31,26 @@ class NetworkSpec(Strict):
     kind: str = Field(default="residual", pattern="^(residual|feedforward)$")
     hidden: list[int] = Field(default_factory=lambda: [64, 64, 64], min_length=1)
     residual_dim: int = Field(default=16, ge=1)
+    features: list[str] = Field(
+        default_factory=list,
+        description="task-space inputs after [x, theta] (arm only): ee_position_error, "
+        "ee_velocity (mpc/value/features.py)",
+    )
+    goal_zero: bool = Field(
+        default=False,
+        description="residual r(z) - r(z * goal_mask): V = 0 and dV/dx = 0 exactly at rest with "
+        "the EE on the target (residual kind, [q, v] state layout)",
+    )
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, names: list[str]) -> list[str]:
+        from mpc.value.features import feature_dim
+
+        feature_dim(names)  # UnknownFeature names the culprit and the known ones
+        if len(set(names)) != len(names):
+            raise ValueError(f"features listed twice: {names}")
+        return names
 
 
 class FitSpec(Strict):

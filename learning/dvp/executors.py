@@ -20,6 +20,7 @@ from pydantic import Field, TypeAdapter
 
 from mpc.errors import VmpcError
 from mpc.value.artifact import ValueMetadata, ValueModel
+from mpc.value.feature_evaluator import needs_features
 from mpc.value.terminal import ValueTerminalModel, make_evaluator
 from sim.specs import Strict
 
@@ -90,7 +91,10 @@ def _terminal_factory(system: System, value: ValuePayload) -> tuple[str, Termina
 
     def make() -> ValueTerminalModel:
         model = ValueModel(Path("dvp-iterate"), None, ValueMetadata.model_validate(meta), arrays)
-        return ValueTerminalModel(system.state, system.nu, make_evaluator(model, "fast"))
+        evaluator = make_evaluator(model, "fast", system.feature_robot)
+        if needs_features(model) and system.goal_target is not None:
+            evaluator.set_goal(system.goal_target)  # a conditioned value takes it per problem
+        return ValueTerminalModel(system.state, system.nu, evaluator)
 
     return key, make
 

@@ -35,12 +35,13 @@ from mpc.errors import VmpcError
 from mpc.io import atomic_write_text
 from mpc.progress import progress_bar
 from mpc.value.artifact import TrainedWith, ValueMetadata
+from mpc.value.features import feature_dim, goal_mask
 
 from ..checkpoint import CheckpointError, RunFolder, RunLocked
 from ..datasets import ValueDataset
 from ..export import build_metadata, save_artifact, script_value
 from ..networks import ValueNet, make_value_net
-from ..sobolev import SobolevFitSpec, fit_sobolev
+from ..sobolev import SobolevFitSpec, fit_sobolev, grad_x
 from .config import RESUME_MAY_DIFFER, DVPConfig, resume_differences
 from .executors import ValuePayload, make_executor
 from .ground_truth import map_ground_truth
@@ -78,6 +79,7 @@ def _metadata(
 ) -> ValueMetadata:
     return build_metadata(
         net,
+        features=cfg.network.features,
         state=system.state_layout(),
         task_params=system.task_params,
         task_fingerprint=system.fingerprint(spec_json),
@@ -94,18 +96,38 @@ def _payload(net, meta: ValueMetadata) -> ValuePayload:
     return meta.model_dump_json(), arrays
 
 
-def _predict(net, z: np.ndarray, nx: int) -> tuple[np.ndarray, np.ndarray]:
-    zt = torch.from_numpy(z).double().requires_grad_(True)
+Lift = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+
+
+def _no_lift(z: np.ndarray) -> tuple[np.ndarray, None]:
+    return z, None
+
+
+def _lifter(system: System, features: list[str]) -> Lift:
+    """[x, theta] -> (network input, dphi/dx): the features appended when there are any."""
+    if not features:
+        return _no_lift
+    return lambda z: system.lift(features, z)
+
+
+def _predict(net, z: np.ndarray, nx: int, lift: Lift = _no_lift) -> tuple[np.ndarray, np.ndarray]:
+    z_in, jf = lift(z)
+    zt = torch.from_numpy(z_in).double().requires_grad_(True)
     v = net(zt)
     (g,) = torch.autograd.grad(v.sum(), zt)
-    return v.detach().numpy(), g[:, :nx].numpy()
+    gx = grad_x(g, nx, None if jf is None else torch.from_numpy(jf).double())
+    return v.detach().numpy(), gx.numpy()
 
 
 def evaluate_value(
-    net, val: dict[str, np.ndarray], nx: int, previous: np.ndarray | None
+    net,
+    val: dict[str, np.ndarray],
+    nx: int,
+    previous: np.ndarray | None,
+    lift: Lift = _no_lift,
 ) -> tuple[dict[str, float], np.ndarray]:
     """Errors against the long-horizon ground truth, and the Bellman residual to V^{n-1}."""
-    v, g = _predict(net, val["z"], nx)
+    v, g = _predict(net, val["z"], nx, lift)
     v_true, g_true = val["value"], val["grad_x"]
     out = {
         "value_mse": float(np.mean((v - v_true) ** 2)),
@@ -244,9 +266,21 @@ def _train(
     system.check_ready()
     nx, T = system.nx, cfg.dvp.horizon
     record = cfg.dvp.record_nodes or T
+    features = cfg.network.features
+    lift = _lifter(system, features)
+    n_task = len(system.task_params)
+    mask = None
+    if cfg.network.goal_zero:
+        if system.state_layout().layout != "q,v":
+            raise VmpcError(f"network.goal_zero: the {system.name} state is not laid out [q, v]")
+        mask = torch.from_numpy(goal_mask(nx // 2, n_task, features))
     torch.manual_seed(cfg.seed)  # the initial weights are part of the run's determinism
     net = make_value_net(
-        cfg.network.kind, nx + len(system.task_params), cfg.network.hidden, cfg.network.residual_dim
+        cfg.network.kind,
+        nx + n_task + feature_dim(features),
+        cfg.network.hidden,
+        cfg.network.residual_dim,
+        mask,
     ).double()
     opt = torch.optim.Adam(net.parameters(), lr=cfg.fit.lr)
     rng = np.random.default_rng(cfg.seed)
@@ -283,7 +317,7 @@ def _train(
                 "rejected": np.array(len(outs) - len(ok)),
             }
             run.save_validation(val)
-        previous = None if start == 0 else _predict(net, val["z"], nx)[0]
+        previous = None if start == 0 else _predict(net, val["z"], nx, lift)[0]
 
         for n in range(start, cfg.dvp.iterations):
             t_iter = time.perf_counter()
@@ -312,7 +346,9 @@ def _train(
                 z.append(anchors)
                 v.append(np.zeros(len(anchors)))
                 g.append(np.zeros((len(anchors), nx)))
-            data = ValueDataset(np.vstack(z), np.concatenate(v), np.vstack(g), nx)
+            raw = ValueDataset(np.vstack(z), np.concatenate(v), np.vstack(g), nx)
+            z_in, jf = lift(raw.z)
+            data = ValueDataset(z_in, raw.value, raw.grad_x, nx, jf)
             fit_spec = SobolevFitSpec(
                 sobolev_lambda=cfg.dvp.sobolev_lambda,
                 epochs=cfg.fit.epochs,
@@ -325,7 +361,7 @@ def _train(
             t1 = time.perf_counter()
             fit = fit_sobolev(net, data, fit_spec, progress=progress, optimizer=opt)
             fit_s = time.perf_counter() - t1
-            scores, predictions = evaluate_value(net, val, nx, previous)
+            scores, predictions = evaluate_value(net, val, nx, previous, lift)
             previous = predictions
             samples_total += len(data)
             row = {
@@ -344,7 +380,7 @@ def _train(
             metrics.append(row)
             run.save_iteration(
                 n,
-                dataset={"z": data.z, "value": data.value, "grad_x": data.grad_x},
+                dataset={"z": raw.z, "value": raw.value, "grad_x": raw.grad_x},
                 model=net.state_dict(),
                 optim=opt.state_dict(),
                 rng=dict(rng.bit_generator.state),

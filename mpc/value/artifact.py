@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from sim.specs import Strict, resolve_urdf
 
@@ -92,10 +92,15 @@ class ValueModelError(VmpcError):
 
 class Architecture(Strict):
     kind: Literal["residual", "feedforward"]
-    n_in: int = Field(gt=0, description="input width: state dimension + task parameters")
+    n_in: int = Field(gt=0, description="input width: state + task parameters + features")
     hidden: list[int] = Field(min_length=1, max_length=64)
     residual_dim: int | None = Field(default=None, gt=0, description="width of r(z)")
     activation: Literal["tanh"] = "tanh"
+    goal_zero: bool = Field(
+        default=False,
+        description="residual r(z) - r(z * goal_mask): V and dV/dx are exactly 0 at rest with "
+        "the EE on the target (mpc/value/feature_evaluator.py)",
+    )
 
 
 class StateLayout(Strict):
@@ -134,6 +139,10 @@ class ValueMetadata(Strict):
     architecture: Architecture
     state: StateLayout
     task_params: list[str] = Field(default_factory=list)
+    features: list[str] = Field(
+        default_factory=list,
+        description="task-space input features after [x, theta] (mpc/value/features.py)",
+    )
     task_fingerprint: str
     trained: TrainedWith = Field(default_factory=TrainedWith)
     provenance: Provenance
@@ -142,6 +151,14 @@ class ValueMetadata(Strict):
         default=None,
         description="sha256 of the archive's TorchScript members (all but extra/); format 2",
     )
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, names: list[str]) -> list[str]:
+        from .features import feature_dim
+
+        feature_dim(names)  # raises UnknownFeature, a ValueError: one line naming it
+        return names
 
     @property
     def target_conditioned(self) -> bool:
@@ -637,12 +654,16 @@ def parse_artifact(
         )
     if not all(np.isfinite(a).all() for a in arrays.values()):
         raise ValueModelError(f"{path}: weights contain NaN or inf")
-    n_x_theta = meta.state.nx + len(meta.task_params)
-    if meta.architecture.n_in != n_x_theta:
+    from .features import feature_dim
+
+    n_features = feature_dim(meta.features)
+    if meta.architecture.n_in != meta.state.nx + len(meta.task_params) + n_features:
         raise ValueModelError(
             f"{path}: input width {meta.architecture.n_in} != state "
-            f"{meta.state.nx} + {len(meta.task_params)} task parameters"
+            f"{meta.state.nx} + {len(meta.task_params)} task parameters + {n_features} features"
         )
+    if meta.architecture.goal_zero and meta.architecture.kind != "residual":
+        raise ValueModelError(f"{path}: goal_zero needs a residual network")
     sha = hashlib.sha256(blob).hexdigest()
     return ValueModel(Path(path), None, meta, arrays, sha, sha in set(trusted_sha256), blob)
 

@@ -31,6 +31,7 @@ from .artifact import (
     load_value_model,
     task_fingerprint,
 )
+from .feature_evaluator import FeatureResidualEvaluator, needs_features
 
 __all__ = [
     "FastResidualEvaluator",
@@ -236,7 +237,11 @@ class TorchScriptEvaluator:
         lxx_out_t[:] = h.numpy()[:nx, :nx]
 
 
-def make_evaluator(model: ValueModel, kind: str) -> Any:
+def make_evaluator(model: ValueModel, kind: str, robot: Any = None) -> Any:
+    """The evaluator of ``model``: ``fast`` (numpy) or ``torchscript``; a model with input
+    features or the goal-zero residual needs the robot (its Pinocchio model and EE frame)."""
+    if needs_features(model):
+        return FeatureResidualEvaluator(model, robot, kind)
     if kind == "torchscript":
         return TorchScriptEvaluator(model)
     if model.metadata.architecture.kind == "residual":
@@ -276,13 +281,16 @@ class LearnedValueTerminal(TerminalCost):
         self.label = model.model_id
         self.evaluator_kind = evaluator_kind
         self._uses_target = model.metadata.target_conditioned
+        self._uses_goal = needs_features(model)
         self._evaluators: list[Any] = []
         self._models: list[ValueTerminalModel] = []
 
     def make_model(self, ocp: ReachingOCP) -> crocoddyl.ActionModelAbstract:
-        ev = make_evaluator(self.model, self.evaluator_kind)
+        ev = make_evaluator(self.model, self.evaluator_kind, ocp.robot)
         if self._uses_target:
             ev.set_params(ocp.target)
+        if self._uses_goal:
+            ev.set_goal(ocp.target)
         self._evaluators.append(ev)
         croc = ValueTerminalModel(ocp.state, ocp.nu, ev)
         self._models.append(croc)
@@ -292,9 +300,11 @@ class LearnedValueTerminal(TerminalCost):
         return any(m.nonfinite_evaluations for m in self._models)
 
     def set_target(self, target: np.ndarray) -> None:
-        if self._uses_target:
-            for ev in self._evaluators:
+        for ev in self._evaluators:
+            if self._uses_target:
                 ev.set_params(target)
+            if self._uses_goal:
+                ev.set_goal(target)
 
 
 def check_compatible(model: ValueModel, cfg: Config, ocp: ReachingOCP) -> str | None:

@@ -27,8 +27,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         (
             "network",
             f"{a.kind}, {a.n_in} -> {a.hidden} -> "
-            f"{a.residual_dim if a.kind == 'residual' else 1} ({a.activation})",
+            f"{a.residual_dim if a.kind == 'residual' else 1} ({a.activation})"
+            + (", zero on the goal manifold (r(z) - r(z * goal_mask))" if a.goal_zero else ""),
         ),
+        ("input features", ", ".join(meta.features) or "none (the raw state)"),
         ("state", f"{st.robot}: nx={st.nx} ({st.layout}), joints {', '.join(st.joint_names)}"),
         ("task parameters", ", ".join(meta.task_params) or "none (one fixed task)"),
         ("task fingerprint", meta.task_fingerprint),

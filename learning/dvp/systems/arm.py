@@ -13,6 +13,7 @@ from mpc.errors import VmpcError
 from mpc.ocp import NoTerminal, ReachingOCP, TerminalCost
 from mpc.robot_model import build_robot
 from mpc.value.artifact import TARGET_PARAMS, StateLayout, task_fingerprint
+from mpc.value.features import FeatureMap
 
 from .base import System
 from .croc import ZeroTerminal
@@ -54,6 +55,19 @@ class ArmSystem(System):
                 f"task.workspace {[list(ws.min), list(ws.max)]}"
             )
         self._ocps: dict[int, Any] = {}
+        self.feature_robot = self.robot
+        self.target = np.asarray(self.cfg.task.target, dtype=float)  # [m] fixed-target tasks
+        self.goal_target = self.target
+
+    def lift(self, features: list[str], z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        fmap = FeatureMap(self.robot.model, self.robot.ee_frame_id, features)
+        xs = z[:, : self.nx]
+        if self.spec.conditioned:
+            targets = z[:, self.nx : self.nx + len(TARGET_PARAMS)]
+        else:
+            targets = np.tile(self.target, (len(z), 1))
+        phis, jacs = fmap.batch(xs, targets)
+        return np.hstack([z, phis]), jacs
 
     def state_layout(self) -> StateLayout:
         return StateLayout(

@@ -27,6 +27,7 @@ from typing import Any
 import crocoddyl
 import numpy as np
 
+from mpc.errors import VmpcError
 from mpc.value.artifact import StateLayout
 
 __all__ = ["SolveOutcome", "System", "TerminalFactory"]
@@ -109,6 +110,14 @@ class System(ABC):
 
     # Axis labels of a 2-D value map (the first two state coordinates), or None for no map.
     value_map_axes: tuple[str, str] | None = None
+
+    # -- task-space input features (mpc/value/features.py) -------------------------------------
+    feature_robot: Any = None  # the RobotModel features are computed on; None: no features
+    goal_target: np.ndarray | None = None  # [m] the fixed EE target of an unconditioned task
+
+    def lift(self, features: list[str], z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs [x, theta] -> ([x, theta, phi(x)], dphi/dx) with the shared feature map."""
+        raise VmpcError(f"network.features: the {self.name} system has no task-space features")
 
     # -- shared machinery -------------------------------------------------------------------------
     def problem(self, horizon: int, terminal_id: str, make_terminal) -> tuple[Any, Any]:
