@@ -38,6 +38,7 @@ from ..errors import VmpcError
 from ..loop.hot_swap import SwapEvent, preload_swap_support
 from ..loop.runner import ClosedLoop
 from ..value.artifact import allowed_real_path
+from ..value.terminal import value_bases
 from .keys import start_authenticator
 from .messages import (
     SCHEMA_VERSION,
@@ -205,7 +206,13 @@ class _ConnectionGuard:
         return self.by_src
 
     def credit(self, frame: zmq.Frame) -> None:
-        c = self.by_src.get(frame.get(_SRCFD))
+        try:
+            src = frame.get(_SRCFD)
+        except zmq.ZMQError:
+            # A ZMTP/1.0 peer's messages carry no source descriptor (raw TCP bytes not starting
+            # with 0xff are taken for one); their bytes were never charged to a connection.
+            return
+        c = self.by_src.get(src)
         if c is not None:
             n = len(frame) + _FRAME_OVERHEAD
             c.pending -= n
@@ -843,10 +850,11 @@ class BridgeServer:
             if len(spec) > self.spec.limits.max_path_chars:
                 raise Refused(f"path longer than {self.spec.limits.max_path_chars} characters")
             allowed = loop.cfg.value.allowed_dirs
-            if spec not in BUILTIN_TERMINALS and allowed_real_path(spec, allowed) is None:
+            bases = value_bases(loop.cfg)  # relative entries: from the config file's folder
+            if spec not in BUILTIN_TERMINALS and allowed_real_path(spec, allowed, bases) is None:
                 raise Refused(
                     f"'{spec}' is not 'none', 'quadratic' or a file inside "
-                    f"value.allowed_dirs ({', '.join(allowed)})"
+                    f"value.allowed_dirs ({', '.join(allowed)}, relative to {bases[0]})"
                 )
         self._swap_ids += 1
         sid = self._swap_ids

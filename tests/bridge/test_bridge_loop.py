@@ -13,7 +13,7 @@ from mpc.bridge.server import BridgeError, BridgeServer
 from mpc.config import load_config
 from mpc.loop import ClosedLoop
 
-from .conftest import IIWA, free_ports, make_artifact, run_bridge, wait_state, wait_until
+from .conftest import IIWA, ROOT, free_ports, make_artifact, run_bridge, wait_state, wait_until
 
 
 def test_round_trip_of_every_command():
@@ -201,3 +201,14 @@ def test_model_swaps_through_the_bridge(tmp_path, monkeypatch):
         assert s["terminal"] == live and s["solve_status"] == "OK"
         result = rb.stop()
     assert result.summary.fallback_ticks == 0 and result.summary.solver_failures == 0
+
+
+def test_a_shipped_model_swaps_in_with_the_shipped_config(monkeypatch):
+    """As a user would: the shipped config (value.allowed_dirs: [../models], relative to it)
+    and a path relative to the repository; the bridge resolves it as the loader does."""
+    monkeypatch.chdir(ROOT)
+    with run_bridge() as rb:
+        r = rb.client.swap_value("models/iiwa_dvp.pt")
+        assert r["model_id"].startswith("iiwa_dvp.pt@"), r
+        with pytest.raises(CommandRefused, match=r"inside value.allowed_dirs \(\.\./models"):
+            rb.client.swap_value("/etc/passwd")

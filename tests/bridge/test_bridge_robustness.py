@@ -317,3 +317,20 @@ def test_stalled_subscriber_and_vanishing_clients():
         stalled.close()
         ctx.term()
     assert result.summary.fallback_ticks == 0 and result.summary.nonfinite_torques == 0
+
+
+def test_zmtp1_peer_causes_no_internal_error():
+    """Found by ``vmpc bench soak``'s fuzzer: a peer that speaks ZMTP/1.0 (raw TCP bytes whose
+    first byte is not 0xff are taken for one) gets frames to the ROUTER and to the wrench SUB
+    that carry no source fd; reading it raised ZMQError in the tick hook, dropping the rest of
+    that tick's commands. Such frames are now simply not charged to a connection."""
+    with run_bridge() as rb:
+        rb.client.status()
+        for port in ("commands", "wrench"):
+            host, p = rb.server.endpoints[port].rsplit("/", 1)[1].rsplit(":", 1)
+            with socket.create_connection((host, int(p)), timeout=2.0) as s:
+                # ZMTP/1.0 framing: length (flags included), flags, body. An empty identity,
+                # then one 5-byte message.
+                s.sendall(b"\x01\x00" + b"\x06\x00hello")
+                time.sleep(0.3)
+        assert rb.client.status()["counters"]["internal_errors"] == 0
