@@ -105,15 +105,17 @@ class FeatureResidualEvaluator:
         r = rs[:, 0] if self.mask is None else rs[:, 0] - rs[:, 1]
         if not jac:
             return r, None
-        # Reverse accumulation, one (m, width) block per column: rev[c] = dr(z_c)/dh.
-        d = (1.0 - hs[-1] * hs[-1]).T[:, None, :]  # (c, 1, width)
-        rev = self.wo[None, :, :] * d
+        # Reverse accumulation, one (m, width) block per column, stacked as one (c m, width)
+        # matrix so that every product is a single 2-D BLAS call.
+        c, m = zs.shape[1], self.wo.shape[0]
+        rev = (self.wo[None, :, :] * (1.0 - hs[-1] * hs[-1]).T[:, None, :]).reshape(c * m, -1)
         for i in range(len(self.ws) - 1, 0, -1):
-            rev = (rev @ self.ws[i]) * (1.0 - hs[i - 1] * hs[i - 1]).T[:, None, :]
-        js = rev @ self.ws[0]  # (c, m, n_in)
+            d = (1.0 - hs[i - 1] * hs[i - 1]).T[:, None, :]
+            rev = ((rev @ self.ws[i]).reshape(c, m, -1) * d).reshape(c * m, -1)
+        js = rev @ self.ws[0]  # (c m, n_in)
         if self.mask is None:
-            return r, js[0]
-        return r, js[0] - js[1] * self.mask[None, :]
+            return r, js
+        return r, js[:m] - js[m:] * self.mask[None, :]
 
     # -- the terminal model's calls ---------------------------------------------------------------
     def calc(self, x: np.ndarray) -> float:
