@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= runs/demo
 
-.PHONY: demo test lint bench clean setup
+.PHONY: demo test test-soak lint bench clean setup
 
 setup: $(STAMP)
 
@@ -23,10 +23,13 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The default demo twice: T=10 with the hand-tuned quadratic terminal, then T=10 ending in the
-# shipped DVP value (models/iiwa_dvp.pt), each with its summary table and plots.
+# shipped DVP value (models/iiwa_dvp.pt), each with its summary table and plots. Then what the
+# value is for: on the 10 ms task (T=10 sees 0.1 s), T=10 + quadratic, T=10 + the shipped value
+# and T=100 + quadratic on the same start and push, side by side (cost, error, solve time).
 demo: $(STAMP)
 	$(VENV)/bin/vmpc sim --config configs/iiwa_reach.yaml --out $(OUT)
 	$(VENV)/bin/vmpc sim --config configs/iiwa_reach.yaml --terminal models/iiwa_dvp.pt --out $(OUT)-learned
+	$(VENV)/bin/vmpc eval compare --config configs/iiwa_reach_short.yaml --value models/iiwa_dvp_short.pt --out $(OUT)-compare
 
 # The layer contract (sim <- mpc <- learning <- vmpc) lives in pyproject.toml [tool.importlinter].
 lint: $(STAMP)
@@ -38,6 +41,11 @@ lint: $(STAMP)
 test: $(STAMP)
 	@# pytest exits 5 when it collects nothing; that is not a failure of the code under test.
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+# The 60 s soak (vmpc bench soak: pushes, a wrench stream, swaps and a fuzzer against a wallclock
+# run), deselected from `make test` by the `soak` marker.
+test-soak: $(STAMP)
+	$(PY) -m pytest -q -m soak
 
 bench: $(STAMP)
 	$(VENV)/bin/vmpc bench mpc

@@ -1,4 +1,7 @@
-"""``vmpc eval ...``: closed-loop studies; ``horizons`` compares horizons and terminals."""
+"""``vmpc eval ...``: closed-loop studies; ``horizons`` compares horizons and terminals on
+held-out episodes (``--sweep``: every terminal kind at every horizon, the Pareto picture), and
+``compare`` puts a few controllers side by side on the config's own run (the end of
+``make demo``)."""
 
 from __future__ import annotations
 
@@ -12,12 +15,38 @@ from .common import EXIT_OK, UsageError, add_config, add_group, add_out, add_qui
 __all__ = ["add_eval_commands"]
 
 
+def _out(args: argparse.Namespace, prefix: str) -> Path:
+    return Path(args.out) if args.out else Path("runs") / time.strftime(f"{prefix}-%Y%m%d-%H%M%S")
+
+
 def cmd_eval_horizons(args: argparse.Namespace) -> int:
-    from vmpc.studies.horizons import PushSetup, StudySettings, eval_horizons, format_table
+    from vmpc.studies.horizons import (
+        DEFAULT_CONTROLLERS,
+        DEFAULT_SWEEP_HORIZONS,
+        DEFAULT_SWEEP_TERMINALS,
+        PushSetup,
+        StudySettings,
+        eval_horizons,
+        eval_sweep,
+        format_sweep_table,
+        format_table,
+        sweep_grid,
+    )
 
     if args.seed < 0:  # a negative seed crashed in numpy after the runs started
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
-    out = Path(args.out) if args.out else Path("runs") / time.strftime("eval-%Y%m%d-%H%M%S")
+    # Flags with their defaults are taken as not given (argparse cannot tell them apart).
+    if args.sweep and args.controllers != list(DEFAULT_CONTROLLERS):
+        raise UsageError(
+            "--controllers and --sweep exclude each other: a sweep runs --horizons x --terminals"
+        )
+    sweep_flags = (args.horizons, args.terminals)
+    if not args.sweep and sweep_flags != (
+        list(DEFAULT_SWEEP_HORIZONS),  # ints: a given --horizons is strings
+        list(DEFAULT_SWEEP_TERMINALS),
+    ):
+        raise UsageError("--horizons and --terminals choose a sweep's controllers: add --sweep")
+    out = _out(args, "eval")
     variants = ("push",) if args.push else ("no_push",) if args.no_push else ("no_push", "push")
     settings = StudySettings(
         config=args.config,
@@ -34,17 +63,112 @@ def cmd_eval_horizons(args: argparse.Namespace) -> int:
         seed=args.seed,
         overrides=tuple(args.set or ()),
     )
-    result = eval_horizons(settings, out=out, progress=not args.quiet, plot=not args.no_plots)
+    plot = not args.no_plots
+    if args.sweep:
+        sweep_grid(args.horizons, args.terminals)  # bad flags fail before anything loads
+        _, sweep = eval_sweep(
+            settings, args.horizons, args.terminals, out=out, progress=not args.quiet, plot=plot
+        )
+        print(format_sweep_table(sweep))
+        print(
+            f"  outputs: {out}/sweep.json, sweep.csv{', sweep.png' if plot else ''}, "
+            f"horizons.json, horizons.csv, runs.csv  ({sweep.wall_s:.0f} s)"
+        )
+        return EXIT_OK
+    result = eval_horizons(settings, out=out, progress=not args.quiet, plot=plot)
     print(format_table(result))
     print(
         f"  outputs: {out}/horizons.json, horizons.csv, runs.csv"
-        f"{'' if args.no_plots else ', horizons.png'}  ({result.wall_s:.0f} s)"
+        f"{', horizons.png' if plot else ''}  ({result.wall_s:.0f} s)"
     )
     return EXIT_OK
 
 
+def cmd_eval_compare(args: argparse.Namespace) -> int:
+    from vmpc.studies.horizons import (
+        COMPARE_REFERENCE,
+        StudySettings,
+        eval_horizons,
+        format_compare,
+    )
+
+    out = _out(args, "compare")
+    reference = args.reference
+    if reference is None and COMPARE_REFERENCE in args.controllers:
+        reference = COMPARE_REFERENCE
+    settings = StudySettings(
+        config=args.config,
+        value=args.value,
+        starts=1,
+        controllers=tuple(args.controllers),
+        reference=reference,
+        duration_s=args.duration,
+        replan_every=args.replan_every,
+        variants=("no_push",) if args.no_push else ("push",),
+        workers=args.workers,
+        overrides=tuple(args.set or ()),
+        episodes="config",
+    )
+    plot = not args.no_plots
+    result = eval_horizons(settings, out=out, progress=not args.quiet, plot=plot)
+    print(format_compare(result))
+    print(
+        f"  outputs: {out}/horizons.json, horizons.csv, runs.csv"
+        f"{', horizons.png' if plot else ''}  ({result.wall_s:.0f} s)"
+    )
+    return EXIT_OK
+
+
+def _add_value(p: argparse.ArgumentParser, more: str = "") -> None:
+    p.add_argument(
+        "--value",
+        required=True,
+        metavar="PATH",
+        help="learned value artifact (inside value.allowed_dirs), used by the *-learned "
+        "controllers" + more,
+    )
+
+
+def _add_run_flags(p: argparse.ArgumentParser, n_cores: int) -> None:
+    """Flags the studies share: run length, replan rate, workers, overrides."""
+    p.add_argument(
+        "--duration",
+        type=float,
+        metavar="S",
+        help="sim time per run [s] (default: run.duration of the config)",
+    )
+    p.add_argument(
+        "--replan-every",
+        type=int,
+        default=10,
+        metavar="K",
+        help="sim steps between replans, the same for every controller (10 keeps T=200 affordable)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=n_cores,
+        metavar="W",
+        help="parallel processes over runs (default: all cores); more workers than "
+        "cores inflate the measured solve times",
+    )
+    add_set(
+        p,
+        "override any config value for every run (repeatable); the study's own "
+        "settings (horizon, terminal, q0, target, pushes, timing) take precedence",
+    )
+
+
 def add_eval_commands(sub: Any) -> None:
-    from vmpc.studies.horizons import DEFAULT_CONTROLLERS, DEFAULT_REFERENCE, DEFAULT_SEED
+    from vmpc.studies.horizons import (
+        COMPARE_CONTROLLERS,
+        COMPARE_REFERENCE,
+        DEFAULT_CONTROLLERS,
+        DEFAULT_REFERENCE,
+        DEFAULT_SEED,
+        DEFAULT_SWEEP_HORIZONS,
+        DEFAULT_SWEEP_TERMINALS,
+    )
 
     _, es = add_group(sub, "eval", "closed-loop studies over held-out episodes", "STUDY")
     n_cores = cores()
@@ -60,44 +184,49 @@ def add_eval_commands(sub: Any) -> None:
         "replan. All controllers share the running cost, ocp.dt and the replan rate; "
         "timing is lockstep, so trajectories do not depend on machine load. Writes "
         "horizons.json, horizons.csv, runs.csv and horizons.png to --out and prints "
-        "a table.",
+        "a table. With --sweep: every terminal kind of --terminals at every horizon of "
+        "--horizons, against the longest quadratic; also writes sweep.json, sweep.csv "
+        "and sweep.png (median cost ratio against median solve time, one curve per "
+        "terminal kind) and prints one line per terminal kind and horizon.",
     )
     add_config(h, help="YAML config of the task")
-    h.add_argument(
-        "--value",
-        required=True,
-        metavar="PATH",
-        help="learned value artifact (inside value.allowed_dirs), used by the "
-        "*-learned controllers; its task parameters decide fixed vs held-out "
-        "targets",
-    )
+    _add_value(h, "; its task parameters decide fixed vs held-out targets")
     h.add_argument("--starts", type=int, default=20, metavar="N", help="held-out episodes")
     h.add_argument(
         "--controllers",
         nargs="+",
-        default=list(DEFAULT_CONTROLLERS),
         metavar="T<N>-KIND",
-        help="controllers to compare, each T<horizon>-<learned|quadratic|none>",
+        default=list(DEFAULT_CONTROLLERS),
+        help="controllers to compare, each T<horizon>-<learned|quadratic|none> (not with --sweep)",
     )
     h.add_argument(
         "--reference",
         metavar="LABEL",
         help=f"controller the costs and solve times are relative to (default "
-        f"{DEFAULT_REFERENCE} if listed, else the longest horizon)",
+        f"{DEFAULT_REFERENCE} if listed, else the longest horizon; with --sweep the "
+        f"longest quadratic)",
     )
     h.add_argument(
-        "--duration",
-        type=float,
-        metavar="S",
-        help="sim time per run [s] (default: run.duration of the config)",
+        "--sweep",
+        action="store_true",
+        help="run every --terminals kind at every --horizons horizon: the Pareto picture of "
+        "cost against solve time",
     )
     h.add_argument(
-        "--replan-every",
-        type=int,
-        default=10,
-        metavar="K",
-        help="sim steps between replans, the same for every controller (10 keeps T=200 affordable)",
+        "--horizons",
+        nargs="+",
+        metavar="T",
+        default=list(DEFAULT_SWEEP_HORIZONS),
+        help="a sweep's horizons [knots]",
     )
+    h.add_argument(
+        "--terminals",
+        nargs="+",
+        metavar="KIND",
+        default=list(DEFAULT_SWEEP_TERMINALS),
+        help="a sweep's terminal kinds, among learned, quadratic, none",
+    )
+    _add_run_flags(h, n_cores)
     g = h.add_mutually_exclusive_group()
     g.add_argument("--push", action="store_true", help="only the runs with the push")
     g.add_argument("--no-push", action="store_true", help="only the runs without the push")
@@ -121,25 +250,49 @@ def add_eval_commands(sub: Any) -> None:
         "the joint limits",
     )
     h.add_argument(
-        "--workers",
-        type=int,
-        default=n_cores,
-        metavar="W",
-        help="parallel processes over runs (default: all cores); more workers than "
-        "cores inflate the measured solve times",
-    )
-    h.add_argument(
         "--seed",
         type=int,
         default=DEFAULT_SEED,
         help="episode seed, drawn from an RNG stream no trainer uses",
     )
-    add_set(
-        h,
-        "override any config value for every run (repeatable); the study's own "
-        "settings (horizon, terminal, q0, target, pushes, timing) take precedence",
-    )
     add_out(h, None, "output folder (default runs/eval-<date>-<time>)")
-    h.add_argument("--no-plots", action="store_true", help="skip horizons.png")
+    h.add_argument("--no-plots", action="store_true", help="skip horizons.png (sweep.png)")
     add_quiet(h)
     h.set_defaults(func=cmd_eval_horizons)
+
+    c = es.add_parser(
+        "compare",
+        help="a few controllers side by side on the config's own start, target and push",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Runs the closed loop of --config once per controller, from the config's "
+        "own start (robot.q0), target and plant seed, under its first scheduled push, and "
+        "prints them side by side: closed-loop cost and its ratio to the reference, final EE "
+        "error, settle and recovery times, median solve time per replan and its ratio. The "
+        "default is what a learned value is for: T=10 with the quadratic terminal, T=10 "
+        "ending in the value, and T=100 with the quadratic terminal. Lockstep timing and one "
+        "replan rate for all, as in `vmpc eval horizons`; writes horizons.json, horizons.csv, "
+        "runs.csv and horizons.png to --out.",
+    )
+    add_config(c, help="YAML config of the task (its q0, target, seed and first push)")
+    _add_value(c)
+    c.add_argument(
+        "--controllers",
+        nargs="+",
+        default=list(COMPARE_CONTROLLERS),
+        metavar="T<N>-KIND",
+        help="controllers to compare, each T<horizon>-<learned|quadratic|none>",
+    )
+    c.add_argument(
+        "--reference",
+        metavar="LABEL",
+        help=f"controller the cost and solve time are relative to (default "
+        f"{COMPARE_REFERENCE} if listed, else the longest horizon)",
+    )
+    _add_run_flags(c, n_cores)
+    c.add_argument(
+        "--no-push", action="store_true", help="without the config's push (its first scheduled)"
+    )
+    add_out(c, None, "output folder (default runs/compare-<date>-<time>)")
+    c.add_argument("--no-plots", action="store_true", help="skip horizons.png")
+    add_quiet(c)
+    c.set_defaults(func=cmd_eval_compare)

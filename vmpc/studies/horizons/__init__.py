@@ -22,13 +22,16 @@ Modules, by job: :mod:`.settings` (controller specs, the push, defaults, :class:
 :mod:`.episodes` (drawing the held-out episodes), :mod:`.running` (each run's config, the worker
 side, the pool), :mod:`.aggregation` (cost ratios, per-controller aggregates), :mod:`.results`
 (:class:`StudyResult`, what ``horizons.json`` holds), :mod:`.reporting` (table, CSVs, JSON,
-plot) and :mod:`.study` (:func:`eval_horizons`, the orchestration).
+plot) and :mod:`.study` (:func:`eval_horizons`, the orchestration). Two presets of the same study:
+:mod:`.sweep` (``--sweep``: every terminal kind at every horizon, the Pareto picture) and
+:mod:`.compare` (``vmpc eval compare``: a few controllers on the config's own run, side by side).
 """
 
 from __future__ import annotations
 
 from .aggregation import Aggregate, add_cost_ratios, aggregate
-from .episodes import Episode, draw_episodes
+from .compare import COMPARE_CONTROLLERS, COMPARE_REFERENCE, format_compare
+from .episodes import Episode, config_episode, draw_episodes
 from .reporting import RUN_COLUMNS, format_table, plot_horizons, write_outputs
 from .results import MachineInfo, ResolvedSettings, SeedStream, StudyResult, ValueInfo
 from .running import RunFailure, RunJob, RunRow, replay_overrides, run_config
@@ -36,21 +39,40 @@ from .settings import (
     DEFAULT_CONTROLLERS,
     DEFAULT_REFERENCE,
     DEFAULT_SEED,
+    DEFAULT_SWEEP_HORIZONS,
+    DEFAULT_SWEEP_TERMINALS,
     EVAL_STREAM,
+    TERMINALS,
     VARIANTS,
     ControllerSpec,
     PushSetup,
     StudySettings,
     parse_controllers,
+    sweep_grid,
 )
 from .study import eval_horizons
+from .sweep import (
+    SweepPoint,
+    SweepResult,
+    eval_sweep,
+    format_sweep_table,
+    plot_sweep,
+    read_sweep,
+    sweep_of,
+    write_sweep_outputs,
+)
 
 __all__ = [
+    "COMPARE_CONTROLLERS",
+    "COMPARE_REFERENCE",
     "DEFAULT_CONTROLLERS",
     "DEFAULT_REFERENCE",
     "DEFAULT_SEED",
+    "DEFAULT_SWEEP_HORIZONS",
+    "DEFAULT_SWEEP_TERMINALS",
     "EVAL_STREAM",
     "RUN_COLUMNS",
+    "TERMINALS",
     "VARIANTS",
     "Aggregate",
     "ControllerSpec",
@@ -64,15 +86,26 @@ __all__ = [
     "SeedStream",
     "StudyResult",
     "StudySettings",
+    "SweepPoint",
+    "SweepResult",
     "ValueInfo",
     "add_cost_ratios",
     "aggregate",
+    "config_episode",
     "draw_episodes",
     "eval_horizons",
+    "eval_sweep",
+    "format_compare",
+    "format_sweep_table",
     "format_table",
     "parse_controllers",
     "plot_horizons",
+    "plot_sweep",
+    "read_sweep",
     "replay_overrides",
     "run_config",
+    "sweep_grid",
+    "sweep_of",
     "write_outputs",
+    "write_sweep_outputs",
 ]

@@ -38,6 +38,7 @@ class Aggregate:
     never_recovered: int | None  # None without a push
     solve_ms_mean: float | None
     solve_ms_p50_mean: float | None
+    solve_ms_p50_median: float | None  # median over runs of each run's median solve time
     solve_ms_p50_p10: float | None
     solve_ms_p50_p90: float | None
     solve_ms_p99_max: float | None
@@ -114,6 +115,7 @@ def aggregate(
                 never_recovered=None,
                 solve_ms_mean=_stat([r.solve_ms_mean for r in rs], "mean"),
                 solve_ms_p50_mean=_stat(p50, "mean"),
+                solve_ms_p50_median=_stat(p50, "pct", 50),
                 solve_ms_p50_p10=_stat(p50, "pct", 10),
                 solve_ms_p50_p90=_stat(p50, "pct", 90),
                 solve_ms_p99_max=_stat([r.solve_ms_p99 for r in rs], "max"),

@@ -2,6 +2,7 @@
 
 Episodes come from an RNG stream of their own (``SeedSequence(seed, spawn_key=(EVAL_STREAM,))``)
 that no trainer draws from; every controller and both push variants share them.
+:func:`config_episode` is the one episode of a config's own run (``vmpc eval compare``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from mpc.errors import ModelError, VmpcError
 from mpc.ocp import QuadraticTerminal, ReachingOCP
 from mpc.robot_model import RobotModel, build_robot
 
-from .settings import EVAL_STREAM, JOINT_MARGIN_RAD, MAX_DRAWS, MIN_START_DISTANCE_M
+from .settings import EVAL_STREAM, JOINT_MARGIN_RAD, MAX_DRAWS, MIN_START_DISTANCE_M, PushSetup
 
-__all__ = ["Episode", "draw_episodes"]
+__all__ = ["Episode", "config_episode", "draw_episodes"]
 
 
 @dataclass
@@ -130,3 +131,33 @@ def draw_episodes(
             )
         )
     return episodes
+
+
+def config_episode(cfg: Config) -> tuple[Episode, PushSetup | None]:
+    """The config's own run as an episode: its ``robot.q0`` (at rest), ``task.target`` and
+    ``run.seed``, and its first scheduled push (None without one). The push must be a force on
+    the EE, the only push the study applies."""
+    _, robot = build_robot(cfg)
+    q0 = np.asarray(cfg.robot.q0, float)
+    target = np.asarray(cfg.task.target, float)
+    ee = robot.ee_position_world(q0)
+    push, force = None, [0.0, 0.0, 0.0]
+    if cfg.disturbances.schedule:
+        first = cfg.disturbances.schedule[0]
+        if any(first.torque) or first.link is not None:
+            raise VmpcError(
+                f"{cfg.source}: disturbances.schedule[0] has a torque or a link; the study "
+                "applies a force on the EE only"
+            )
+        force = [float(f) for f in first.force]
+        push = PushSetup(float(np.linalg.norm(force)), first.duration, first.start)
+    episode = Episode(
+        index=0,
+        q0=q0.tolist(),
+        target=target.tolist(),
+        push_force=force,
+        run_seed=cfg.run.seed,
+        start_ee=ee.tolist(),
+        start_distance_m=float(np.linalg.norm(ee - target)),
+    )
+    return episode, push

@@ -57,6 +57,7 @@ class ResolvedSettings:
     min_start_distance_m: float
     workers: int
     running_cost: dict[str, Any]  # ocp.costs of the config
+    episodes: str = "held_out"  # 'held_out' (drawn) or 'config' (the config's own run)
 
 
 @dataclass

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -264,29 +266,82 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def run_all(jobs: Sequence[RunJob], workers: int, progress: bool) -> list[RunRow]:
+MIN_LINE_RUNS = 20  # fewer runs are quick: no progress lines
+
+
+class _ProgressLines:
+    """Progress when stderr is not a terminal (a pipe, a log file, CI), where the bar stays
+    silent: from 20 runs on, one line per tenth of the runs and at least one a minute. The
+    time left weighs each run by its horizon (a run's time grows about linearly with T)."""
+
+    def __init__(
+        self, jobs: Sequence[RunJob], desc: str, enabled: bool, every_s: float = 60.0
+    ) -> None:
+        self.total, self.desc, self.every_s = len(jobs), desc, every_s
+        self.enabled = enabled and not sys.stderr.isatty() and self.total >= MIN_LINE_RUNS
+        self.work = {j.index: _work(j) for j in jobs}
+        self.work_total = sum(self.work.values())
+        self.done, self.work_done = 0, 0.0
+        self.t0 = self.last = time.monotonic()
+        self.step = max(1, -(-self.total // 10))
+
+    def update(self, row: RunRow | RunFailure) -> None:
+        self.done += 1
+        self.work_done += self.work.get(row.run, 0.0)
+        now = time.monotonic()
+        due = self.done % self.step == 0 or self.done == self.total
+        if not self.enabled or not (due or now - self.last >= self.every_s):
+            return
+        self.last = now
+        elapsed = now - self.t0
+        left = elapsed * max(0.0, self.work_total - self.work_done) / max(self.work_done, 1e-9)
+        print(
+            f"{self.desc}: {self.done}/{self.total} runs ({100 * self.done // self.total} %), "
+            f"{_duration(elapsed)} elapsed"
+            + (f", ~{_duration(left)} left" if self.done < self.total else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _work(job: RunJob) -> float:
+    return job.horizon + 15.0  # ~ a run's time: T=2 ~0.5 s, T=200 ~7 s (4 s runs, 10 ms replans)
+
+
+def _duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
+
+
+def run_all(
+    jobs: Sequence[RunJob], workers: int, progress: bool, desc: str = "eval horizons"
+) -> list[RunRow]:
     """Run every job, in this process (1 worker) or a spawned pool; rows in job order. The
-    first failed run (by index) is raised as a VmpcError naming it."""
-    bar = progress_bar(
-        total=len(jobs), desc="eval horizons", unit="run", enabled=progress, leave=True
-    )
+    first failed run (by index) is raised as a VmpcError naming it. ``progress``: a bar on a
+    terminal, else a line on stderr per tenth of the runs (and at least one a minute)."""
+    bar = progress_bar(total=len(jobs), desc=desc, unit="run", enabled=progress, leave=True)
+    lines = _ProgressLines(jobs, desc, progress)
     done: list[RunRow | RunFailure] = []
     try:
         if workers <= 1:
             for job in jobs:
                 done.append(run_job(job))
                 bar.update(1)
+                lines.update(done[-1])
         else:
             # spawn, not fork: the parent has torch, PyBullet and OpenMP state that forks badly.
             ctx = mp.get_context("spawn")
             with _single_threaded_children():
                 pool = ctx.Pool(workers, initializer=_ignore_sigint)
             with pool:
-                # Longest first (T descending) balances the pool; order is restored below.
-                order = sorted(jobs, key=lambda j: -j.horizon)
+                # Episode by episode, longest first within each: every controller's runs are
+                # spread over the whole study, so a change in machine load (other jobs starting
+                # or ending) hits all controllers' solve times alike; the pool idles at most
+                # one long run at the end. Order is restored below.
+                order = sorted(jobs, key=lambda j: (j.episode, -j.horizon, j.index))
                 for row in pool.imap_unordered(run_job, order, chunksize=1):
                     done.append(row)
                     bar.update(1)
+                    lines.update(row)
     finally:
         bar.close()
     done.sort(key=lambda r: r.run)

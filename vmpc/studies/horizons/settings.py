@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from mpc.errors import VmpcError
 
@@ -18,6 +19,9 @@ __all__ = [
     "DEFAULT_CONTROLLERS",
     "DEFAULT_REFERENCE",
     "DEFAULT_SEED",
+    "DEFAULT_SWEEP_HORIZONS",
+    "DEFAULT_SWEEP_TERMINALS",
+    "EPISODE_SOURCES",
     "EVAL_STREAM",
     "JOINT_MARGIN_RAD",
     "MAX_DRAWS",
@@ -25,8 +29,11 @@ __all__ = [
     "VARIANTS",
     "ControllerSpec",
     "PushSetup",
+    "TERMINALS",
+    "EpisodeSource",
     "StudySettings",
     "parse_controllers",
+    "sweep_grid",
 ]
 
 DEFAULT_CONTROLLERS = (
@@ -43,7 +50,14 @@ JOINT_MARGIN_RAD = 0.1  # starts stay this far inside the joint limits
 MIN_START_DISTANCE_M = 0.15  # an episode is a real reach, not a hold at the target
 MAX_DRAWS = 10_000  # rejection-sampling budget for the whole episode set
 VARIANTS = ("no_push", "push")
-_LABEL = re.compile(r"^T(\d+)-(learned|quadratic|none)$")
+TERMINALS = ("learned", "quadratic", "none")  # the terminal kinds a controller ends in
+DEFAULT_SWEEP_HORIZONS = (2, 3, 5, 10, 20, 50, 100, 200)
+DEFAULT_SWEEP_TERMINALS = TERMINALS
+# 'held_out': --starts episodes drawn from the eval stream; 'config': one episode, the config's
+# own start, target, plant seed and first scheduled push (the demo's run, for `vmpc eval compare`)
+EpisodeSource = Literal["held_out", "config"]
+EPISODE_SOURCES: tuple[EpisodeSource, ...] = ("held_out", "config")
+_LABEL = re.compile(r"^T(\d+)-(" + "|".join(TERMINALS) + r")$")
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,37 @@ def parse_controllers(labels: Sequence[str]) -> list[ControllerSpec]:
     return specs
 
 
+def sweep_grid(
+    horizons: Sequence[int | str], terminals: Sequence[str]
+) -> tuple[tuple[str, ...], str]:
+    """The controllers of a sweep, every terminal kind at every horizon (grouped by terminal,
+    horizons ascending), and its reference: the longest quadratic, else the longest horizon.
+    A horizon that is not a positive integer, an unknown terminal kind or a repeat is an error
+    (horizons may come as strings, straight from the command line)."""
+    hs: list[int] = []
+    for h in horizons:
+        try:
+            n = int(str(h))
+        except ValueError:
+            n = 0
+        if n <= 0:
+            raise VmpcError(f"--horizons: '{h}' is not a horizon (a positive number of knots)")
+        if n in hs:
+            raise VmpcError(f"--horizons: {n} is listed twice")
+        hs.append(n)
+    for t in terminals:
+        if t not in TERMINALS:
+            raise VmpcError(f"--terminals: '{t}' is not a terminal kind ({', '.join(TERMINALS)})")
+        if list(terminals).count(t) > 1:
+            raise VmpcError(f"--terminals: '{t}' is listed twice")
+    if not hs or not terminals:
+        raise VmpcError("a sweep needs at least one horizon and one terminal kind")
+    hs.sort()
+    labels = tuple(f"T{h}-{t}" for t in terminals for h in hs)
+    longest = "quadratic" if "quadratic" in terminals else terminals[0]
+    return labels, f"T{hs[-1]}-{longest}"
+
+
 @dataclass(frozen=True)
 class PushSetup:
     """The push of the 'push' variant: on the EE, direction drawn per episode."""
@@ -108,6 +153,7 @@ class StudySettings:
     workers: int = 2
     seed: int = DEFAULT_SEED
     overrides: tuple[str, ...] = ()  # user --set, applied to every run before the study's own
+    episodes: EpisodeSource = "held_out"  # 'config': one episode, the config's own run
 
     def check(self) -> tuple[list[ControllerSpec], str]:
         """Check what needs no config file; returns the controller specs and the reference."""
@@ -124,6 +170,10 @@ class StudySettings:
             raise VmpcError(f"--reference: '{reference}' is not among the controllers {labels}")
         if self.starts < 1:
             raise VmpcError(f"--starts: need at least 1 episode, got {self.starts}")
+        if self.episodes not in EPISODE_SOURCES:
+            raise VmpcError(f"episodes must be one of {EPISODE_SOURCES}, got {self.episodes!r}")
+        if self.episodes == "config" and self.starts != 1:
+            raise VmpcError(f"the config's own episode is one episode, not {self.starts}")
         if self.workers < 1:
             raise VmpcError(f"--workers: need at least 1, got {self.workers}")
         if self.replan_every < 1:

@@ -12,9 +12,10 @@ from mpc.config import Config, load_config
 from mpc.errors import VmpcError
 from mpc.loop import ClosedLoop
 from mpc.value.artifact import TARGET_PARAMS, ValueMetadata, check_allowed_path, read_metadata
+from mpc.value.terminal import value_bases
 
 from .aggregation import add_cost_ratios, aggregate
-from .episodes import draw_episodes
+from .episodes import Episode, config_episode, draw_episodes
 from .reporting import write_outputs
 from .results import MachineInfo, ResolvedSettings, SeedStream, StudyResult, ValueInfo
 from .running import RunJob, run_all, run_config
@@ -31,8 +32,10 @@ __all__ = ["eval_horizons"]
 
 
 def _check_value(cfg: Config, value: str) -> ValueMetadata:
-    """Metadata of the value, after the same folder check the loader makes (fails fast)."""
-    check_allowed_path(value, cfg.value.allowed_dirs)
+    """Metadata of the value, after the same folder check the loader makes (fails fast):
+    relative ``value.allowed_dirs`` resolve against the config file's folder, as they do for
+    the loader, whatever the working directory."""
+    check_allowed_path(value, cfg.value.allowed_dirs, value_bases(cfg))
     return read_metadata(value)
 
 
@@ -55,12 +58,6 @@ def eval_horizons(
     duration_s = cfg.run.duration if settings.duration_s is None else float(settings.duration_s)
     if duration_s <= 0:
         raise VmpcError(f"--duration: must be > 0 s, got {duration_s}")
-    p = settings.push
-    start_s = duration_s / 2 if p.start_s is None else p.start_s
-    push = PushSetup(p.force_n, p.duration_s, start_s)
-    if "push" in variants and not 0 <= start_s < duration_s:
-        raise VmpcError(f"--push-at: {start_s} s is outside the run (0 .. {duration_s} s)")
-
     meta = _check_value(cfg, value)
     if meta.task_params not in ([], list(TARGET_PARAMS)):
         raise VmpcError(
@@ -69,15 +66,33 @@ def eval_horizons(
         )
     conditioned = meta.target_conditioned
     target_box = meta.trained.task_box if conditioned else None
-    episodes = draw_episodes(
-        cfg,
-        settings.starts,
-        target_conditioned=conditioned,
-        seed=settings.seed,
-        q_spread_rad=settings.q_spread_rad,
-        push_force_n=push.force_n,
-        target_box=target_box,
-    )
+    p = settings.push
+    episodes: list[Episode] = []
+    if settings.episodes == "config":
+        # The config's own run: its start, target, plant seed and first scheduled push.
+        episode, config_push = config_episode(cfg)
+        if config_push is None and "push" in variants:
+            raise VmpcError(
+                f"{config}: no scheduled push (disturbances.schedule) to compare under; "
+                "add one, or run without it (--no-push)"
+            )
+        episodes = [episode]
+        if config_push is not None:
+            p = config_push
+    start_s = duration_s / 2 if p.start_s is None else p.start_s
+    push = PushSetup(p.force_n, p.duration_s, start_s)
+    if "push" in variants and not 0 <= start_s < duration_s:
+        raise VmpcError(f"--push-at: {start_s} s is outside the run (0 .. {duration_s} s)")
+    if settings.episodes == "held_out":
+        episodes = draw_episodes(
+            cfg,
+            settings.starts,
+            target_conditioned=conditioned,
+            seed=settings.seed,
+            q_spread_rad=settings.q_spread_rad,
+            push_force_n=push.force_n,
+            target_box=target_box,
+        )
 
     def config_of(ep_index: int, variant: str, spec: ControllerSpec) -> Config:
         return run_config(
@@ -107,11 +122,13 @@ def eval_horizons(
     ]
     workers = min(settings.workers, len(jobs))
     t0 = time.perf_counter()
-    rows = run_all(jobs, workers, progress)
+    desc = "eval compare" if settings.episodes == "config" else "eval horizons"
+    rows = run_all(jobs, workers, progress, desc)
     wall_s = time.perf_counter() - t0
     add_cost_ratios(rows, reference)
 
     result = StudyResult(
+        study="vmpc eval compare" if settings.episodes == "config" else "vmpc eval horizons",
         date=time.strftime("%Y-%m-%dT%H:%M:%S"),
         config=config,
         overrides=overrides,
@@ -140,6 +157,7 @@ def eval_horizons(
             min_start_distance_m=MIN_START_DISTANCE_M,
             workers=workers,
             running_cost=cfg.ocp.costs.model_dump(mode="json"),
+            episodes=settings.episodes,
         ),
         controllers=labels,
         controller_overrides={s.label: s.overrides(value) for s in specs},
