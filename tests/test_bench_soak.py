@@ -45,11 +45,11 @@ def _check_run(data: dict, duration: float) -> None:
 
 def test_bench_soak_smoke(cli, tmp_path):
     code, out, err = cli(
-        "bench", "soak", "--duration", "5", "--swap-period", "1", "--out", str(tmp_path)
+        "bench", "soak", "--duration", "3.5", "--swap-period", "1", "--out", str(tmp_path)
     )
     assert code == 0, err
     data = json.loads((tmp_path / "bench_soak.json").read_text())
-    _check_run(data, 5.0)
+    _check_run(data, 3.5)
     assert (tmp_path / "soak_rss.png").stat().st_size > 0
     assert (tmp_path / "soak-run" / "summary.json").exists()
     assert "the goal: no crash" in out and "0 APPLIED" in out and "bridge up at" in err

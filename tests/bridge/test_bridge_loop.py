@@ -110,7 +110,9 @@ def test_wrench_stream_is_applied_and_goes_back_to_zero_when_it_stops():
         assert seen["stream"]["force"] == [15.0, 0.0, 0.0]
         wait_state(c, lambda s: s["stream"] is None, timeout=2.0)  # stale: zero, not frozen
         n = c.status()["counters"]
-        assert n["wrench_applied"] > 10 and n["wrench_stale"] == 1
+        # At least the one staleness at the end; a machine hiccup longer than stale_after_s
+        # (50 ms) mid-stream legitimately counts another (seen once in a loaded full suite).
+        assert n["wrench_applied"] > 10 and n["wrench_stale"] >= 1
         # Samples above the limits or on unknown links are not applied.
         applied = n["wrench_applied"]
         for _ in range(50):
