@@ -230,6 +230,8 @@ def test_existing_run_needs_resume(tmp_path):
         ({"system": {"kind": "acrobot"}}, "system.kind: unknown system 'acrobot'"),
         ({"dvp": {"horizon": 0}}, "dvp.horizon: Input should be greater than or equal to 1"),
         ({"dvp": {"horizn": 3}}, "dvp.horizn: unknown key"),
+        ({"network": {"features": ["joint_torque"]}}, "unknown input feature 'joint_torque'"),
+        ({"network": {"goal_zero": True}}, "goal_zero needs the ee_position_error feature"),
     ],
 )
 def test_bad_config_is_one_clear_line(tmp_path, changes, message):

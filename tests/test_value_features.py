@@ -177,6 +177,21 @@ def test_a_model_with_an_unknown_feature_is_refused_in_one_line(cfg, models):
         feature_dim(["joint_torque"])
 
 
+def test_a_goal_zero_model_without_the_position_error_is_refused(cfg, models):
+    """Without ee_position_error, z * goal_mask = z at every state at rest, not only at the goal:
+    such a value would be zero wherever the arm stands still."""
+    path = make_artifact(models / "g.pt", cfg, features=FEATURES[:1], goal_zero=True)
+
+    def drop(blob):
+        meta = json.loads(blob)
+        meta["features"] = ["ee_velocity"]  # the same width: only the new check can refuse it
+        return json.dumps(meta).encode()
+
+    _rewrite_member(path, lambda n: n.endswith("extra/metadata.json"), drop)
+    with pytest.raises(ValueModelError, match="goal_zero needs the ee_position_error feature"):
+        load_value_model("models/g.pt", ["models"])
+
+
 def test_a_feature_value_swaps_into_the_running_loop(cfg, models, tmp_path):
     """The whole contract: a goal-zero feature model is checked, swapped in and run."""
     from mpc.loop import ClosedLoop

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from mpc.config import load_yaml_model
 from mpc.errors import ConfigError
@@ -51,6 +51,15 @@ class NetworkSpec(Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"features listed twice: {names}")
         return names
+
+    @model_validator(mode="after")
+    def _goal_zero_needs_the_position_error(self) -> NetworkSpec:
+        # Without it z * goal_mask = z at every state at rest, not only at the goal.
+        if self.goal_zero and "ee_position_error" not in self.features:
+            raise ValueError("goal_zero needs the ee_position_error feature in network.features")
+        if self.goal_zero and self.kind != "residual":
+            raise ValueError("goal_zero needs kind: residual")
+        return self
 
 
 class FitSpec(Strict):

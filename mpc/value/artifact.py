@@ -664,6 +664,9 @@ def parse_artifact(
         )
     if meta.architecture.goal_zero and meta.architecture.kind != "residual":
         raise ValueModelError(f"{path}: goal_zero needs a residual network")
+    if meta.architecture.goal_zero and "ee_position_error" not in meta.features:
+        # Without it z * goal_mask = z at every state at rest, not only at the goal.
+        raise ValueModelError(f"{path}: goal_zero needs the ee_position_error feature")
     sha = hashlib.sha256(blob).hexdigest()
     return ValueModel(Path(path), None, meta, arrays, sha, sha in set(trusted_sha256), blob)
 
