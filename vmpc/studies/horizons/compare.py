@@ -12,6 +12,7 @@ from __future__ import annotations
 import textwrap
 
 from .aggregation import Aggregate
+from .reporting import variant_title
 from .results import StudyResult
 from .settings import parse_controllers
 
@@ -59,14 +60,7 @@ def format_compare(result: StudyResult) -> str:
         f"{'settle':>9}{'recovery':>10}{'solve p50':>12}{'/ref':>8}"
     )
     for variant, per in result.aggregates.items():
-        title = (
-            "without push"
-            if variant == "no_push"
-            else (
-                f"with its push ({s.push.force_n:g} N for {s.push.duration_s:g} s "
-                f"at {s.push.start_s:g} s)"
-            )
-        )
+        title = variant_title(variant, result, its=True)
         lines += ["", f"{title}; /ref: ratio to {ref}", head]
         for label, a in per.items():
             solve_ratio = None if not a.speedup_vs_reference else 1.0 / a.speedup_vs_reference

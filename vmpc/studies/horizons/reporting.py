@@ -15,7 +15,7 @@ from mpc.io import atomic_write_text, save_figure
 
 from .results import StudyResult
 
-__all__ = ["RUN_COLUMNS", "format_table", "plot_horizons", "write_outputs"]
+__all__ = ["RUN_COLUMNS", "format_table", "plot_horizons", "variant_title", "write_outputs"]
 
 RUN_COLUMNS = (
     "run",
@@ -51,6 +51,17 @@ def _f(x: Any, fmt: str, scale: float = 1.0, none: str = "-") -> str:
     return format(x if scale == 1.0 else x * scale, fmt)
 
 
+def variant_title(variant: str, result: StudyResult, its: bool = False) -> str:
+    """The title of a variant: without push, or with [its] push (F N for D s at T s)."""
+    if variant == "no_push":
+        return "without push"
+    p = result.settings.push
+    return (
+        f"with {'its ' if its else ''}push ({p.force_n:g} N for {p.duration_s:g} s "
+        f"at {p.start_s:g} s)"
+    )
+
+
 def format_table(result: StudyResult) -> str:
     """The printed summary: one block per variant, one line per controller."""
     s = result.settings
@@ -71,14 +82,7 @@ def format_table(result: StudyResult) -> str:
         f"{'solve p50':>11}{'speed-up':>9}{'misses':>8}{'fails':>6}"
     )
     for variant, per in result.aggregates.items():
-        title = (
-            "without push"
-            if variant == "no_push"
-            else (
-                f"with push ({s.push.force_n:g} N for {s.push.duration_s:g} s "
-                f"at {s.push.start_s:g} s)"
-            )
-        )
+        title = variant_title(variant, result)
         lines += ["", f"{title}; ratios against {ref or '(no reference)'}", head]
         for label, a in per.items():
             lines.append(
