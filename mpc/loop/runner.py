@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,7 @@ class ClosedLoop:
         )
         self.swapper = TerminalSwapper(
             self.ocp,
-            self._prepare_swap,
+            partial(self.prepare_terminal, in_process=False),
             wait_for_worker=cfg.mpc.timing == "lockstep",
             timeout_s=cfg.value.load_timeout_s,
         )
@@ -203,10 +204,17 @@ class ClosedLoop:
         return QuadraticTerminal(self.cfg.ocp.terminal)
 
     def prepare_terminal(
-        self, request: Request, force: bool, x: np.ndarray, deadline: Deadline = NO_DEADLINE
+        self,
+        request: Request,
+        force: bool,
+        x: np.ndarray,
+        deadline: Deadline = NO_DEADLINE,
+        in_process: bool = True,
     ) -> PreparedTerminal:
         """Load, validate and build a terminal for this loop's OCP without installing it;
-        raises SwapRefused with the reason (``vmpc value check`` runs exactly this)."""
+        raises SwapRefused with the reason (``vmpc value check`` runs exactly this). With
+        ``in_process=False`` (the swapper's calls) a value file goes to the swap process when
+        there is one, and only the checked weights come back to be built here."""
         try:
             kind = parse_terminal_kind(request)
         except ValueError as exc:
@@ -215,7 +223,11 @@ class ClosedLoop:
         if term is not None:
             return PreparedTerminal(term, term.make_model(self.ocp), str(kind), "")
         assert isinstance(kind, Path)
-        return prepare_value_terminal(kind, force, x, self.cfg, self.ocp, deadline=deadline)
+        if not in_process and self.swap_process is not None:
+            target = self.ocp.target.copy()
+            model, note = self.swap_process.prepare(kind, force, x, target, deadline)
+            return install_validated_value(model, note, x, self.cfg, self.ocp)
+        return prepare_value_terminal(kind, force, x, self.cfg, self.ocp, check=deadline.check)
 
     def warm_swaps(self, wait: bool = False) -> None:
         """Get ready for swaps now (a schedule or a bridge makes them possible): start the swap
@@ -225,21 +237,6 @@ class ClosedLoop:
             self.swap_process.start(wait)
         else:
             preload_swap_support(self.cfg.value.evaluator)
-
-    def _prepare_swap(
-        self, request: Request, force: bool, x: np.ndarray, deadline: Deadline
-    ) -> PreparedTerminal:
-        """The swapper's preparer: value files go to the swap process when there is one."""
-        if self.swap_process is None:
-            return self.prepare_terminal(request, force, x, deadline)
-        try:
-            kind = parse_terminal_kind(request)
-        except ValueError as exc:
-            raise SwapRefused(str(exc)) from None
-        if not isinstance(kind, Path):
-            return self.prepare_terminal(kind, force, x, deadline)
-        model, note = self.swap_process.prepare(kind, force, x, self.ocp.target.copy(), deadline)
-        return install_validated_value(model, note, x, self.cfg, self.ocp)
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, progress: bool = True) -> RunResult:

@@ -32,9 +32,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import load as load_safetensors
+from safetensors.numpy import save as save_safetensors
 
 from ..config import Config
 from ..errors import SwapRefused
+from ..ocp import NoTerminal, ReachingOCP
+from ..robot_model import build_robot
+from ..value.artifact import ValueMetadata, ValueModel
+from ..value.terminal import LearnedValueTerminal, prepare_value_terminal
 from .hot_swap import Deadline
 
 __all__ = ["STARTUP_TIMEOUT_S", "SwapProcess"]
@@ -106,11 +112,9 @@ class SwapProcess:
         x: np.ndarray,
         target: np.ndarray,
         deadline: Deadline,
-    ) -> tuple[Any, str]:
+    ) -> tuple[ValueModel, str]:
         """Have the child load and validate ``path``; return (ValueModel, note) or raise
         SwapRefused. Blocks the calling (worker) thread, never holding the GIL while waiting."""
-        from ..value.artifact import ValueMetadata, ValueModel
-
         with self._lock:
             self._start_locked()
             if not self._ready:
@@ -143,8 +147,6 @@ class SwapProcess:
                 ) from None
         if not header.get("ok"):
             raise SwapRefused(str(header.get("reason", "refused")))
-        from safetensors.numpy import load as load_safetensors
-
         model = ValueModel(
             Path(header["path"]),
             None,
@@ -168,15 +170,7 @@ class SwapProcess:
 
 def _serve(conn: Connection, cfg: Config) -> None:
     """The child: build the OCP once, then answer requests until told to stop or orphaned."""
-    import logging as _logging
-
-    from safetensors.numpy import save as save_safetensors
-
-    from ..ocp import NoTerminal, ReachingOCP
-    from ..robot_model import build_robot
-    from ..value.terminal import LearnedValueTerminal, prepare_value_terminal
-
-    _logging.basicConfig(level=_logging.WARNING, format="%(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     _, robot = build_robot(cfg)
     x0 = np.concatenate([np.asarray(cfg.robot.q0, float), np.zeros(robot.nq)])
     ocp = ReachingOCP(robot, cfg.ocp, np.asarray(cfg.task.target), NoTerminal(), x0=x0, nthreads=1)

@@ -71,8 +71,10 @@ class FeatureResidualEvaluator:
         self.dz_dx[:nx] = np.eye(nx)
         self.target = np.zeros(3)  # [m] world: where ee_position_error is measured from
         self.module: Any = model.module if kind == "torchscript" else None
-        self._key = b""
+        self._key = b""  # bytes of the x that self.z, the activations and _value belong to
         self._value = 0.0
+        self._hs: list[np.ndarray] = []
+        self._r = np.zeros(self.wo.shape[0])
 
     # -- task -------------------------------------------------------------------------------------
     def set_params(self, theta: np.ndarray) -> None:
@@ -92,30 +94,33 @@ class FeatureResidualEvaluator:
         self._key = b""
 
     # -- the network ------------------------------------------------------------------------------
-    def _residual_tilde(self, jac: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """r~ at self.z and, with ``jac``, dr~/dz. With the goal mask, z and z * m go through
-        the layers side by side (columns of one matrix), which halves numpy's per-call cost."""
+    def _forward(self) -> float:
+        """r~ at self.z, keeping the activations for :meth:`_jacobian`; returns V. With the goal
+        mask, z and z * m go through the layers side by side (columns of one matrix), which
+        halves numpy's per-call cost."""
         zs = self.z[:, None] if self.mask is None else np.stack([self.z, self.z * self.mask], 1)
-        hs = []
+        self._hs = hs = []
         h = zs
         for w, b in zip(self.ws, self.bs, strict=True):
             h = np.tanh(w @ h + b[:, None])
             hs.append(h)
         rs = self.wo @ h + self.bo[:, None]  # (m, 1 or 2)
-        r = rs[:, 0] if self.mask is None else rs[:, 0] - rs[:, 1]
-        if not jac:
-            return r, None
-        # Reverse accumulation, one (m, width) block per column, stacked as one (c m, width)
-        # matrix so that every product is a single 2-D BLAS call.
-        c, m = zs.shape[1], self.wo.shape[0]
+        self._r = rs[:, 0] if self.mask is None else rs[:, 0] - rs[:, 1]
+        return float(self._r @ self._r)
+
+    def _jacobian(self) -> np.ndarray:
+        """dr~/dz from the last forward pass: reverse accumulation, one (m, width) block per
+        column, stacked as one (c m, width) matrix so that every product is one 2-D BLAS call."""
+        hs = self._hs
+        c, m = hs[0].shape[1], self.wo.shape[0]
         rev = (self.wo[None, :, :] * (1.0 - hs[-1] * hs[-1]).T[:, None, :]).reshape(c * m, -1)
         for i in range(len(self.ws) - 1, 0, -1):
             d = (1.0 - hs[i - 1] * hs[i - 1]).T[:, None, :]
             rev = ((rev @ self.ws[i]).reshape(c, m, -1) * d).reshape(c * m, -1)
         js = rev @ self.ws[0]  # (c m, n_in)
         if self.mask is None:
-            return r, js
-        return r, js[:m] - js[m:] * self.mask[None, :]
+            return js
+        return js[:m] - js[m:] * self.mask[None, :]
 
     # -- the terminal model's calls ---------------------------------------------------------------
     def calc(self, x: np.ndarray) -> float:
@@ -124,29 +129,30 @@ class FeatureResidualEvaluator:
             return self._value
         self.z[: self.nx] = x
         self.z[self._f0 :] = self.fmap.value(x, self.target)
-        if self.module is not None:
-            self._value = self._module_value()
-        else:
-            r, _ = self._residual_tilde(jac=False)
-            self._value = float(r @ r)
+        self._value = self._module_value() if self.module is not None else self._forward()
         self._key = key
         return self._value
 
     def calc_diff(self, x: np.ndarray, lx_out: np.ndarray, lxx_out_t: np.ndarray) -> None:
-        """Gradient into lx_out, Gauss-Newton Hessian into lxx_out_t (symmetric)."""
+        """Gradient into lx_out, Gauss-Newton Hessian into lxx_out_t (symmetric). Reuses the
+        forward pass of a calc at the same x (FDDP's backward pass follows its rollout)."""
+        key = x.tobytes()
         phi, dphi_dx = self.fmap.compute(x, self.target)
-        self.z[: self.nx] = x
-        self.z[self._f0 :] = phi
         self.dz_dx[self._f0 :] = dphi_dx
+        if key != self._key:
+            self.z[: self.nx] = x
+            self.z[self._f0 :] = phi
+            self._key = b""  # the value is stale until a forward pass at this x
         if self.module is not None:
             v_z, v_zz = self._module_derivatives()
             lx_out[:] = self.dz_dx.T @ v_z
             lxx_out_t[:] = self.dz_dx.T @ v_zz @ self.dz_dx
             return
-        r, j = self._residual_tilde(jac=True)
-        assert j is not None
-        jx = j @ self.dz_dx
-        lx_out[:] = 2.0 * (jx.T @ r)
+        if key != self._key:
+            self._value = self._forward()
+            self._key = key
+        jx = self._jacobian() @ self.dz_dx
+        lx_out[:] = 2.0 * (jx.T @ self._r)
         lxx_out_t[:] = 2.0 * (jx.T @ jx)
 
     def _module_value(self) -> float:

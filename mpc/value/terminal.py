@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import crocoddyl
 import numpy as np
@@ -386,13 +387,28 @@ def _bad(cost: float, lx: np.ndarray, lxx: np.ndarray, bound: float) -> str | No
     return None
 
 
-class _Checkpoint(Protocol):
-    def check(self) -> None: ...
+def _no_check() -> None:
+    pass
 
 
-class _NoDeadline:
-    def check(self) -> None:
-        pass
+def _built(
+    model: ValueModel, kind: str, ocp: ReachingOCP
+) -> tuple[LearnedValueTerminal, ValueTerminalModel, Any]:
+    """The terminal of ``model`` for ``ocp``, its Crocoddyl model (on ``ocp``'s target) and a
+    data to evaluate it with."""
+    term = LearnedValueTerminal(model, kind)
+    croc = term.make_model(ocp)
+    term.set_target(ocp.target)
+    return term, croc, croc.createData()
+
+
+def _evaluate(croc: ValueTerminalModel, data: Any, x: np.ndarray, bound: float) -> str | None:
+    """A full calc + calcDiff at x (no cache hit); what is wrong with V, Vx or Vxx, or None."""
+    croc.evaluator.invalidate()
+    with np.errstate(all="ignore"):
+        croc.calc(data, x)
+        croc.calcDiff(data, x)
+    return _bad(data.cost, data.Lx, data.Lxx, bound)
 
 
 def prepare_value_terminal(
@@ -402,7 +418,7 @@ def prepare_value_terminal(
     cfg: Config,
     ocp: ReachingOCP,
     warmups: int = 5,
-    deadline: _Checkpoint = _NoDeadline(),
+    check: Callable[[], None] = _no_check,
 ) -> PreparedTerminal:
     """Load, validate, build and warm up a value terminal; raise SwapRefused with the reason.
 
@@ -410,7 +426,7 @@ def prepare_value_terminal(
     loads the module only for a trusted file. The value, gradient and Hessian must be finite
     and within ``value.max_abs_value`` at the current state and at ``value.validation_states``
     states sampled in the artifact's training box (or around the current state).
-    ``deadline.check()`` runs between stages and raises SwapRefused once time is up."""
+    ``check()`` runs between stages (a swap's deadline: it raises SwapRefused once time is up)."""
     torchscript = cfg.value.evaluator == "torchscript"
     try:
         model = load_value_model(
@@ -423,28 +439,21 @@ def prepare_value_terminal(
         mismatch = check_compatible(model, cfg, ocp)
     except ValueModelError as exc:
         raise SwapRefused(str(exc)) from None
-    deadline.check()
+    check()
     note = ""
     if mismatch is not None:
         if not force:
             raise SwapRefused(f"{spec}: {mismatch}; use force to swap anyway")
         note = f"forced: {mismatch}"
-    term = LearnedValueTerminal(model, cfg.value.evaluator)
-    croc = term.make_model(ocp)
-    term.set_target(ocp.target)
-    data = croc.createData()
+    term, croc, data = _built(model, cfg.value.evaluator, ocp)
     bound = cfg.value.max_abs_value
     times = []
     for _ in range(warmups):
-        croc.evaluator.invalidate()  # time a full evaluation, not a cache hit
         # CPU time of this thread: the swap worker shares the GIL with a running loop, and the
         # wall time of a call would count the waits for it (a spurious refusal under load).
         t0 = time.thread_time()
-        with np.errstate(all="ignore"):
-            croc.calc(data, x)
-            croc.calcDiff(data, x)
+        bad = _evaluate(croc, data, x, bound)
         times.append(time.thread_time() - t0)
-        bad = _bad(data.cost, data.Lx, data.Lxx, bound)
         if bad == "not finite":
             raise SwapRefused(
                 f"{spec}: the value is not finite at the current state (V={data.cost})"
@@ -461,14 +470,10 @@ def prepare_value_terminal(
     ev = croc.evaluator
     try:
         for k, xk in enumerate(xs):
-            deadline.check()
+            check()
             if thetas is not None:
                 ev.set_params(thetas[k])
-            ev.invalidate()
-            with np.errstate(all="ignore"):
-                croc.calc(data, xk)
-                croc.calcDiff(data, xk)
-            bad = _bad(data.cost, data.Lx, data.Lxx, bound)
+            bad = _evaluate(croc, data, xk, bound)
             if bad is not None:
                 where = "the training box" if model.metadata.trained.state_box else "around x"
                 raise SwapRefused(
@@ -487,15 +492,8 @@ def install_validated_value(
     """Build the terminal of a model :func:`prepare_value_terminal` already accepted (in the
     swap process, with the same weights and task): no validation again, only the one
     evaluation at ``x`` that makes the first solve find warm buffers, and that must be finite."""
-    term = LearnedValueTerminal(model, "fast")
-    croc = term.make_model(ocp)
-    term.set_target(ocp.target)
-    data = croc.createData()
-    with np.errstate(all="ignore"):
-        croc.calc(data, x)
-        croc.calcDiff(data, x)
-    croc.evaluator.invalidate()
-    bad = _bad(data.cost, data.Lx, data.Lxx, cfg.value.max_abs_value)
+    term, croc, data = _built(model, "fast", ocp)
+    bad = _evaluate(croc, data, x, cfg.value.max_abs_value)
     if bad is not None:
         raise SwapRefused(f"{model.path}: the value at the current state is {bad}")
     return PreparedTerminal(term, croc, model.model_id, note)

@@ -56,8 +56,7 @@ class ArmSystem(System):
             )
         self._ocps: dict[int, Any] = {}
         self.feature_robot = self.robot
-        self.target = np.asarray(self.cfg.task.target, dtype=float)  # [m] fixed-target tasks
-        self.goal_target = self.target
+        self.goal_target = np.asarray(self.cfg.task.target, dtype=float)
 
     def lift(self, features: list[str], z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         fmap = FeatureMap(self.robot.model, self.robot.ee_frame_id, features)
@@ -65,7 +64,8 @@ class ArmSystem(System):
         if self.spec.conditioned:
             targets = z[:, self.nx : self.nx + len(TARGET_PARAMS)]
         else:
-            targets = np.tile(self.target, (len(z), 1))
+            assert self.goal_target is not None
+            targets = np.tile(self.goal_target, (len(z), 1))
         phis, jacs = fmap.batch(xs, targets)
         return np.hstack([z, phis]), jacs
 
