@@ -31,6 +31,7 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ import torch
 from mpc.errors import VmpcError
 from mpc.io import atomic_write_bytes, atomic_write_text, fsync_dir
 
-__all__ = ["CheckpointError", "RunFolder", "RunLocked"]
+__all__ = ["CheckpointError", "ConfigMismatch", "RunFolder", "RunLocked"]
 
 DATASET_KEYS = ("z", "value", "grad_x")
 ITERATION_FILES = (
@@ -63,6 +64,10 @@ class CheckpointError(VmpcError):
 
 class RunLocked(VmpcError):
     """Another process is writing the run folder."""
+
+
+class ConfigMismatch(VmpcError):
+    """``--resume`` under a config that would change the run's results."""
 
 
 def _one_line(exc: BaseException) -> str:
@@ -160,8 +165,14 @@ def _sha256(data: bytes) -> str:
 class RunFolder:
     """One run folder, locked for this process until :meth:`close` (or a ``with`` block ends)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        dataset_keys: tuple[str, ...] = DATASET_KEYS,
+        validation_keys: tuple[str, ...] = DATASET_KEYS,
+    ) -> None:
         self.root = Path(root)
+        self.dataset_keys, self.validation_keys = dataset_keys, validation_keys
         self.ckpt = self.root / "checkpoints"
         try:
             self.root.mkdir(parents=True)
@@ -269,6 +280,41 @@ class RunFolder:
             raise CheckpointError(path, f"'completed' is {done!r}, not a count")
         return done
 
+    def resume_point(
+        self,
+        diffs: list[str],
+        may_differ: tuple[str, ...],
+        iterations: int,
+        iterations_key: str,
+        log: Callable[[str], None],
+    ) -> int:
+        """Where ``--resume`` goes on: after the last intact iteration. Refuses a config that
+        differs outside ``may_differ`` (``diffs``, from the caller's comparison) or that would
+        shorten the run below the iterations done (:class:`ConfigMismatch`); logs one line on
+        where the run continues and why."""
+        if diffs:
+            raise ConfigMismatch(
+                f"{self.root}: --resume with a config that differs from the one the run started "
+                f"with: {'; '.join(diffs)}; only {' and '.join(may_differ)} may change on resume"
+            )
+        start, problem = self.intact()
+        if iterations < start:
+            raise ConfigMismatch(
+                f"{self.root} holds {start} iterations; --resume cannot shorten it to "
+                f"{iterations_key}={iterations}"
+            )
+        if problem is not None:  # one line: what was wrong, and where the run goes on from
+            log(
+                f"{problem}: resuming {self.root} after iteration {start - 1}, the last intact "
+                f"one (iteration {start} starts again from its RNG state)"
+                if start
+                else f"{problem}: starting {self.root} again (no intact iteration)"
+            )
+            self.mark_completed(start)
+        elif start:
+            log(f"resuming {self.root} after iteration {start - 1}")
+        return start
+
     def mark_completed(self, n: int) -> None:
         atomic_write_text(self.root / "state.json", json.dumps({"completed": n}))
 
@@ -358,7 +404,7 @@ class RunFolder:
         if "samples" not in out["metrics"]:
             raise CheckpointError(d / "metrics.json", "no 'samples' entry")
         if dataset:
-            out["dataset"] = _parse_npz(d / "dataset.npz", files["dataset.npz"], DATASET_KEYS)
+            out["dataset"] = _parse_npz(d / "dataset.npz", files["dataset.npz"], self.dataset_keys)
         return out
 
     def verify_iteration(self, n: int) -> None:
@@ -373,7 +419,7 @@ class RunFolder:
         path = self.ckpt / "validation.npz"
         if not path.exists():
             return None
-        return _parse_npz(path, _read(path), DATASET_KEYS)
+        return _parse_npz(path, _read(path), self.validation_keys)
 
     def drop_validation(self) -> None:
         (self.ckpt / "validation.npz").unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from typing import Final
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FeedForwardValueNet", "ResidualValueNet", "ValueNet", "make_value_net"]
+__all__ = ["FeedForwardValueNet", "PolicyNet", "ResidualValueNet", "ValueNet", "make_value_net"]
 
 
 class _TanhTrunk(nn.Module):
@@ -170,3 +170,58 @@ def make_value_net(
     if kind == "feedforward":
         return FeedForwardValueNet(n_in, hidden)
     raise ValueError(f"unknown value network kind '{kind}' (residual | feedforward)")
+
+
+class PolicyNet(nn.Module):
+    """u = pi(z), z = [x, theta]: normalised input, ReLU (or tanh) hidden layers, and a tanh
+    output scaled into the control box [u_lb, u_ub] (Le Lidec et al., Sec. II), so the policy
+    can never ask for a torque outside the limits it was trained with. The box is a buffer: the
+    weights file carries it. mpc/policy/evaluator.py is the same function in numpy."""
+
+    kind: Final[str] = "mlp"
+    __constants__ = ["activation"]
+
+    def __init__(
+        self,
+        n_in: int,
+        u_lb: Sequence[float],
+        u_ub: Sequence[float],
+        hidden: Sequence[int] = (256, 256),
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        if activation not in ("relu", "tanh"):
+            raise ValueError(f"unknown activation {activation!r} (relu | tanh)")
+        lb = torch.as_tensor(list(u_lb), dtype=torch.float64)
+        ub = torch.as_tensor(list(u_ub), dtype=torch.float64)
+        if lb.shape != ub.shape or not bool((ub > lb).all()):
+            raise ValueError(f"control box must have u_lb < u_ub, got {u_lb} and {u_ub}")
+        widths = [n_in, *hidden]
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
+        self.out = nn.Linear(widths[-1], len(lb))
+        # Start near the box centre: a default-initialised last layer saturates the tanh, and
+        # the first rollouts of a 320 N m arm then leave every sensible state.
+        with torch.no_grad():
+            self.out.weight.mul_(0.01)
+            self.out.bias.zero_()
+        self.activation = activation
+        self.n_in, self.hidden, self.nu = n_in, list(hidden), len(lb)
+        self.register_buffer("in_mean", torch.zeros(n_in))
+        self.register_buffer("in_std", torch.ones(n_in))
+        self.register_buffer("u_lb", lb)
+        self.register_buffer("u_ub", ub)
+
+    def set_normalisation(self, mean: Tensor, std: Tensor) -> None:
+        std = torch.where(std > 1e-8, std, torch.ones_like(std))
+        self.in_mean.copy_(mean.to(self.in_mean))
+        self.in_std.copy_(std.to(self.in_std))
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = (z - self.in_mean) / self.in_std
+        for layer in self.layers:
+            h = torch.relu(layer(h)) if self.activation == "relu" else torch.tanh(layer(h))
+        mid = 0.5 * (self.u_ub + self.u_lb)
+        half = 0.5 * (self.u_ub - self.u_lb)
+        return mid + half * torch.tanh(self.out(h))

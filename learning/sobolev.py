@@ -26,7 +26,14 @@ from sim.specs import Strict
 from .datasets import ValueDataset
 from .networks import ValueNet
 
-__all__ = ["SobolevFitSpec", "FitResult", "fit_sobolev", "grad_x", "sobolev_loss"]
+__all__ = [
+    "FitResult",
+    "SobolevFitSpec",
+    "fit_sobolev",
+    "grad_x",
+    "sobolev_loss",
+    "stochastic_jacobian_loss",
+]
 
 
 class SobolevFitSpec(Strict):
@@ -156,3 +163,20 @@ def fit_sobolev(
             callback(epoch, row)
     net.eval()
     return result
+
+
+def stochastic_jacobian_loss(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    z: torch.Tensor,
+    jac_target: torch.Tensor,
+    v: torch.Tensor,
+    n_cols: int,
+) -> torch.Tensor:
+    """Stochastic Sobolev term (Czarnecki et al. 2017; Le Lidec et al., after eq. 8):
+    mean_b 1/2 ||v_b^T J_target,b - d/dz (v_b^T f(z_b))[:n_cols]||^2 for one direction v_b per
+    sample, with J_target of shape (B, n_out, n_cols): one backward pass for the whole batch
+    instead of n_out. Its expectation over unit v is ||J_target - df/dz||_F^2 / (2 n_out)."""
+    z = z.detach().requires_grad_(True)
+    (g,) = torch.autograd.grad((v * f(z)).sum(), z, create_graph=True)
+    target = torch.einsum("bo,boc->bc", v, jac_target)
+    return 0.5 * ((g[:, :n_cols] - target) ** 2).sum(1).mean()

@@ -35,9 +35,11 @@ __all__ = [
     "RunSpec",
     "SwapSpec",
     "ValueSpec",
+    "TargetChange",
     "TaskSpec",
     "TerminalKind",
     "TerminalSpec",
+    "WarmStartSpec",
     "WatchdogSpec",
     "WorkspaceSpec",
     "apply_override",
@@ -80,18 +82,29 @@ class WorkspaceSpec(Strict):
     max: Vec3 = [1.0, 1.0, 1.5]
 
 
+class TargetChange(Strict):
+    t: float = Field(ge=0, description="sim time of the change [s]")
+    target: Vec3 = Field(description="the new EE target in the world frame [m]")
+
+
 class TaskSpec(Strict):
     target: Vec3 = Field(description="EE target in the world frame [m]")
     workspace: WorkspaceSpec = Field(default_factory=WorkspaceSpec)
     tolerance_m: float = Field(default=0.005, gt=0, description="'reached' and 'recovered' [m]")
+    target_changes: list[TargetChange] = Field(
+        default_factory=list,
+        description="scheduled target moves (like the bridge's set_target); each restarts the "
+        "solver from the warm-start policy's rollout with mpc.warm_start.kind: policy",
+    )
 
     @model_validator(mode="after")
     def _target_in_workspace(self) -> TaskSpec:
         lo, hi = self.workspace.min, self.workspace.max
         if any(lo[i] > hi[i] for i in range(3)):
             raise ValueError("workspace.min must be <= workspace.max on every axis")
-        if any(not lo[i] <= self.target[i] <= hi[i] for i in range(3)):
-            raise ValueError(f"target {self.target} is outside the workspace box {lo} .. {hi}")
+        for target in [self.target, *(c.target for c in self.target_changes)]:
+            if any(not lo[i] <= target[i] <= hi[i] for i in range(3)):
+                raise ValueError(f"target {target} is outside the workspace box {lo} .. {hi}")
         return self
 
 
@@ -152,6 +165,28 @@ class WatchdogSpec(Strict):
     brake_damping: float = Field(default=5.0, ge=0, description="[N m s/rad]")
 
 
+class WarmStartSpec(Strict):
+    """Where the solver starts when the shifted previous solution is a poor guess: the first
+    solve, a target change and a reset after failures."""
+
+    kind: Literal["shift", "policy"] = Field(
+        default="shift",
+        description="shift: the shifted last solution (gravity-holding after a reset); policy: "
+        "the rollout of a learned policy (vmpc train plal|pddp) on those events",
+    )
+    path: str | None = Field(
+        default=None,
+        description="the policy artifact (kind: policy): absolute or relative to the config "
+        "file's folder, inside value.allowed_dirs",
+    )
+
+    @model_validator(mode="after")
+    def _path_for_policy(self) -> WarmStartSpec:
+        if self.kind == "policy" and not self.path:
+            raise ValueError("kind: policy needs a path to a policy artifact")
+        return self
+
+
 class MpcSpec(Strict):
     replan_every: int = Field(default=1, ge=1, description="sim steps between replans")
     maxiter: int = Field(default=1, ge=1, description="FDDP iterations per replan")
@@ -160,6 +195,7 @@ class MpcSpec(Strict):
     timing: Literal["lockstep", "wallclock"] = "lockstep"
     failure: FailureSpec = Field(default_factory=FailureSpec)
     watchdog: WatchdogSpec = Field(default_factory=WatchdogSpec)
+    warm_start: WarmStartSpec = Field(default_factory=WarmStartSpec)
 
 
 class SwapSpec(Strict):
@@ -362,4 +398,6 @@ def dump_config(cfg: Config) -> str:
     data["value"]["allowed_dirs"] = [
         str((cfg.base_dir / d).resolve()) for d in cfg.value.allowed_dirs
     ]
+    if cfg.mpc.warm_start.path is not None:
+        data["mpc"]["warm_start"]["path"] = str((cfg.base_dir / cfg.mpc.warm_start.path).resolve())
     return yaml.safe_dump(data, sort_keys=False)

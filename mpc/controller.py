@@ -40,6 +40,7 @@ import pinocchio as pin
 
 from .config import MpcSpec
 from .ocp import ReachingOCP
+from .policy.warm_start import PolicyWarmStart
 
 __all__ = ["MPCController", "SolveStatus", "SolveReport", "ControllerCounters"]
 
@@ -78,6 +79,8 @@ class ControllerCounters:
     brake_ticks: int = 0  # ticks commanding the brake (either watchdog)
     stale_plans_skipped: int = 0  # plans already too old when they would have gone live
     joint_limit_violation_ticks: int = 0  # ticks with a measured q or v beyond the URDF limits
+    policy_warm_starts: int = 0  # solves started from the warm-start policy's rollout
+    policy_warm_start_failures: int = 0  # rollouts not finite: gravity-holding guess instead
 
 
 class MPCController:
@@ -113,6 +116,7 @@ class MPCController:
         self._vec = type(self.solver.xs)
         self._reg_max = self.solver.reg_max
         self._warm_xs, self._warm_us = self.solver.xs, self.solver.us
+        self._warm_t0: float | None = None  # [s] when the warm start's first knot is
         self._cand_xs, self._cand_us = self._warm_xs, self._warm_us
         # Per-tick scratch.
         self._xref, self._dx, self._fb = np.zeros(nx), np.zeros(nx), np.zeros(nu)
@@ -150,6 +154,8 @@ class MPCController:
         self.in_fallback = False
         self._pending = False  # a successful candidate waits for activate()
         self.last_report = SolveReport(0.0, 0, float("nan"), SolveStatus.OK)
+        # A learned warm-start policy (mpc.warm_start.kind: policy): see set_warm_policy.
+        self.warm_policy: PolicyWarmStart | None = None
 
     def _set_damping(self, q: np.ndarray) -> None:
         """Per-joint damping: the configured value, capped at 0.5 / (sim_dt (M^-1)_jj) so that a
@@ -179,13 +185,32 @@ class MPCController:
         self.activate()
         return report
 
+    def set_warm_policy(self, policy: PolicyWarmStart | None) -> None:
+        """Start from ``policy``'s rollout on the first solve, after a target change
+        (:meth:`target_changed`) and on every warm-start reset; None: gravity-holding."""
+        self.warm_policy = policy
+
+    def target_changed(self) -> None:
+        """The OCP's target moved: with a warm-start policy, the next solve starts from its
+        rollout towards the new target instead of the shifted plan to the old one."""
+        if self.warm_policy is not None:
+            self._reset_warm = True
+
     def _reset_warm_start(self, x: np.ndarray) -> None:
+        if self.warm_policy is not None:
+            guess = self.warm_policy.guess(x)
+            if guess is not None:
+                self.counters.policy_warm_starts += 1
+                self._warm_xs, self._warm_us = guess
+                self._warm_t0 = None
+                return
+            self.counters.policy_warm_start_failures += 1
         nq = self.ocp.robot.nq
         rest = x.copy()
         rest[nq:] = 0.0
         self._warm_xs = [x.copy()] + [rest] * self.T
         self._warm_us = [self.ocp.robot.gravity_torques(x[:nq])] * self.T
-        self._warm_t0: float | None = None
+        self._warm_t0 = None
 
     def _warm_start(self, t: float) -> tuple[object, object]:
         """The last good solution shifted to start at t, by whole knots. Replanning faster than

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "fsync_dir", "save_figure"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "fsync_dir", "save_figure", "write_csv_rows"]
 
 
 def fsync_dir(path: Path) -> None:
@@ -47,6 +47,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def write_csv_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows as CSV, written atomically (a reader never sees half a file); the columns are the
+    union of the rows' keys, in first-seen order."""
+    import csv
+    import io
+
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:

@@ -19,9 +19,9 @@ import yaml
 
 from learning.checkpoint import CheckpointError, RunFolder, RunLocked
 from learning.dvp.config import load_dvp_config
-from learning.dvp.executors import _SYSTEM_ADAPTER, Executor, solve_chunk
-from learning.dvp.systems import make_system
+from learning.dvp.executors import Executor, build_system
 from learning.dvp.trainer import ConfigMismatch, train_dvp
+from learning.executors import InlineExecutor
 from mpc.errors import ConfigError, VmpcError
 
 from .test_dvp import assert_same_files, run_files, write_cfg
@@ -34,25 +34,16 @@ CARTPOLE = {
 }
 
 
-class InlineExecutor(Executor):
+def inline_executor(spec, system_json: str) -> Executor:
     """The solves in this process: the checkpoint logic is what is under test here, and the
     dataset does not depend on the executor (test_dvp checks that with real pools)."""
-
-    def __init__(self, spec, system_json: str) -> None:
-        self.system = make_system(_SYSTEM_ADAPTER.validate_json(system_json))
-        self.workers = 1
-
-    def map(self, rows, horizon, value, record_nodes, maxiter, on_done=None, continuation=None):
-        out = solve_chunk(rows, horizon, value, record_nodes, maxiter, continuation, self.system)
-        if on_done is not None:
-            on_done(len(out))
-        return out
+    return Executor(InlineExecutor(build_system, system_json))
 
 
 def _fast(mp: pytest.MonkeyPatch) -> None:
     from learning.dvp import plots, trainer
 
-    mp.setattr(trainer, "make_executor", InlineExecutor)
+    mp.setattr(trainer, "make_executor", inline_executor)
     mp.setattr(plots, "plot_convergence", lambda *a, **k: None)  # ~1 s a figure
 
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
 from mpc.config import load_yaml_model
-from mpc.errors import ConfigError
 from sim.specs import Strict
 
-from .executors import ExecutorSpec
+from ..configs import config_differences, prepare_system
+from ..executors import ExecutorSpec
 from .systems import SYSTEM_KINDS, SystemSpec
 
 __all__ = [
@@ -106,15 +105,6 @@ class DVPConfig(Strict):
 RESUME_MAY_DIFFER = ("executor.*", "dvp.iterations")
 
 
-def _flatten(raw: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(raw, dict) and (raw or not prefix):
-        out: dict[str, Any] = {}
-        for k, v in raw.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: raw}
-
-
 def resume_differences(stored: dict[str, Any], cfg: DVPConfig) -> list[str]:
     """The keys (dotted, with old and new values) where ``cfg`` differs from the config a run was
     started with, leaving out those in :data:`RESUME_MAY_DIFFER`."""
@@ -122,37 +112,15 @@ def resume_differences(stored: dict[str, Any], cfg: DVPConfig) -> list[str]:
         stored = DVPConfig.model_validate(stored).model_dump(mode="json")
     except ValueError:
         pass  # compared as written: every key it has that differs is reported
-    old, new = _flatten(stored), _flatten(cfg.model_dump(mode="json"))
-    missing = object()
-    out = []
-    for key in sorted(old.keys() | new.keys()):
-        if key.startswith("executor.") or key == "dvp.iterations":
-            continue
-        a, b = old.get(key, missing), new.get(key, missing)
-        if a != b:
-            show = lambda v: "unset" if v is missing else json.dumps(v)  # noqa: E731
-            out.append(f"{key} ({show(a)} -> {show(b)})")
-    return out
-
-
-def _prepare(raw: dict[str, Any], path: Path) -> None:
-    """Name an unknown system kind plainly, and resolve an arm's MPC config against the DVP
-    config's folder when it is not found from the working directory."""
-    system = raw.get("system")
-    if not isinstance(system, dict):
-        return
-    if system.get("kind") not in SYSTEM_KINDS:
-        raise ConfigError(
-            str(path),
-            "system.kind",
-            f"unknown system {system.get('kind')!r} ({' | '.join(SYSTEM_KINDS)})",
-        )
-    if system.get("kind") == "arm" and "config" in system:
-        cfg_path = Path(system["config"])
-        if not cfg_path.is_absolute() and not cfg_path.exists():
-            system["config"] = str((path.parent / cfg_path).resolve())
+    return config_differences(stored, cfg.model_dump(mode="json"), RESUME_MAY_DIFFER)
 
 
 def load_dvp_config(path: str | Path, overrides: list[str] | None = None) -> DVPConfig:
     """Read, override and validate a DVP config (the same loader as the run config's)."""
-    return load_yaml_model(path, DVPConfig, overrides, prepare=_prepare, drop=SYSTEM_KINDS)
+    return load_yaml_model(
+        path,
+        DVPConfig,
+        overrides,
+        prepare=lambda raw, path: prepare_system(raw, path, SYSTEM_KINDS),
+        drop=SYSTEM_KINDS,
+    )

@@ -17,8 +17,6 @@ learning/dvp/systems); the Bellman residual between iterations is logged to show
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from collections import Counter
@@ -32,12 +30,12 @@ import torch
 from pydantic import TypeAdapter
 
 from mpc.errors import VmpcError
-from mpc.io import atomic_write_text
+from mpc.io import write_csv_rows
 from mpc.progress import progress_bar
 from mpc.value.artifact import TrainedWith, ValueMetadata
 from mpc.value.features import feature_dim, goal_mask
 
-from ..checkpoint import CheckpointError, RunFolder, RunLocked
+from ..checkpoint import CheckpointError, ConfigMismatch, RunFolder, RunLocked
 from ..datasets import ValueDataset
 from ..export import build_metadata, save_artifact, script_value
 from ..networks import ValueNet, make_value_net
@@ -55,10 +53,6 @@ __all__ = [
     "evaluate_value",
     "train_dvp",
 ]
-
-
-class ConfigMismatch(VmpcError):
-    """``--resume`` under a config that would change the run's results."""
 
 
 @dataclass
@@ -144,17 +138,6 @@ def evaluate_value(
     return out, v
 
 
-def _write_metrics(out: Path, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(out / "metrics.csv", buf.getvalue())
-
-
 def train_dvp(
     cfg: DVPConfig,
     out: Path,
@@ -176,20 +159,6 @@ def train_dvp(
     out = Path(out)
     with RunFolder(out) as run:  # locked for the whole run; released on any exit
         return _train(cfg, out, run, resume, progress, export, config_text, log)
-
-
-def _check_resumable(cfg: DVPConfig, run: RunFolder, out: Path) -> None:
-    """Refuse to continue a run under a config that would change its results."""
-    stored = run.stored_config()
-    if stored is None:
-        return
-    diffs = resume_differences(stored, cfg)
-    if diffs:
-        raise ConfigMismatch(
-            f"{out}: --resume with a config that differs from the one the run started with: "
-            f"{'; '.join(diffs)}; only "
-            f"{' and '.join(RESUME_MAY_DIFFER)} may change on resume"
-        )
 
 
 def _restore(
@@ -224,23 +193,11 @@ def _train(
     from .plots import plot_convergence, plot_value_map
 
     if resume:
-        _check_resumable(cfg, run, out)
-        start, problem = run.intact()
-        if cfg.dvp.iterations < start:
-            raise ConfigMismatch(
-                f"{out} holds {start} DVP iterations; --resume cannot shorten it to "
-                f"dvp.iterations={cfg.dvp.iterations}"
-            )
-        if problem is not None:  # one line: what was wrong, and where the run goes on from
-            log(
-                f"{problem}: resuming {out} after iteration {start - 1}, the last intact one "
-                f"(iteration {start} starts again from its RNG state)"
-                if start
-                else f"{problem}: starting {out} again (no intact iteration)"
-            )
-            run.mark_completed(start)
-        elif start:
-            log(f"resuming {out} after iteration {start - 1}")
+        stored = run.stored_config()
+        diffs = [] if stored is None else resume_differences(stored, cfg)
+        start = run.resume_point(
+            diffs, RESUME_MAY_DIFFER, cfg.dvp.iterations, "dvp.iterations", log
+        )
     else:
         if run.has_progress():
             try:
@@ -387,7 +344,7 @@ def _train(
                 torch_rng=torch.get_rng_state(),
                 metrics=row,
             )
-            _write_metrics(out, metrics)
+            write_csv_rows(out / "metrics.csv", metrics)
             plot_convergence(metrics, out / "convergence.png", system.name)
             log(
                 f"iter {n}: value rel. error {scores['value_rel_error']:.3%}, grad rel. error "

@@ -26,12 +26,13 @@ from sim.bullet_arm import BulletArm
 
 from ..config import Config, TerminalKind, dump_config, parse_terminal_kind
 from ..controller import MPCController, SolveStatus
-from ..errors import ConfigError, SwapRefused
+from ..errors import ConfigError, SwapRefused, VmpcError
 from ..io import atomic_write_text
 from ..ocp import NoTerminal, PreparedTerminal, QuadraticTerminal, ReachingOCP, TerminalCost
+from ..policy.warm_start import PolicyWarmStart
 from ..progress import progress_bar
 from ..robot_model import build_robot
-from ..value.terminal import install_validated_value, prepare_value_terminal
+from ..value.terminal import install_validated_value, prepare_value_terminal, value_bases
 from .hot_swap import (
     NO_DEADLINE,
     Deadline,
@@ -148,6 +149,12 @@ class ClosedLoop:
         self.controller = MPCController(
             self.ocp, cfg.mpc, self.robot.torque_limits, cfg.sim.timestep, latency_s
         )
+        if cfg.mpc.warm_start.kind == "policy":
+            try:
+                self.controller.set_warm_policy(self._load_warm_policy(cfg))
+            except VmpcError as exc:
+                self.close()
+                raise ConfigError(cfg.source, "mpc.warm_start.path", str(exc)) from None
         self._show_target = gui or record is not None
         if self._show_target:
             self.arm.set_marker(np.asarray(cfg.task.target))
@@ -184,9 +191,21 @@ class ClosedLoop:
         """Sim time [s] of the current tick."""
         return self._t
 
+    def _load_warm_policy(self, cfg: Config) -> PolicyWarmStart:
+        """The checked warm-start policy of ``mpc.warm_start`` (runs nothing from the file)."""
+        from ..policy.artifact import load_policy_model
+
+        assert cfg.mpc.warm_start.path is not None
+        path = Path(cfg.mpc.warm_start.path)
+        path = path if path.is_absolute() else cfg.base_dir / path  # relative to the config
+        model = load_policy_model(path, cfg.value.allowed_dirs, value_bases(cfg))
+        return PolicyWarmStart(model, self.ocp, cfg)
+
     def set_target(self, target: np.ndarray) -> None:
-        """Move the EE target [m, world]; takes effect at the next replan."""
+        """Move the EE target [m, world]; takes effect at the next replan (which starts from the
+        warm-start policy's rollout when there is one)."""
         self.ocp.set_target(target)
+        self.controller.target_changed()
         if self._show_target:
             self.arm.set_marker(target)
 
@@ -258,6 +277,7 @@ class ClosedLoop:
         wall0 = time.perf_counter()
         k = 0
         swaps = list(self._swap_schedule)
+        moves = sorted(cfg.task.target_changes, key=lambda c: c.t)
         while k < n_steps and not self.stop_requested:
             t = k * sim_dt
             self._t = t
@@ -272,6 +292,8 @@ class ClosedLoop:
                 time.sleep(0.001)
                 wall0 += time.perf_counter() - nap  # pacing resumes from where it stopped
                 continue
+            while moves and moves[0].t <= t + 1e-12:
+                self.set_target(np.asarray(moves.pop(0).target, dtype=float))
             while swaps and swaps[0].t <= t + 1e-12:
                 sw = swaps.pop(0)
                 self.request_terminal(sw.terminal, sw.force)
@@ -368,6 +390,13 @@ class ClosedLoop:
             brake_ticks=c.brake_ticks,
             stale_plans_skipped=c.stale_plans_skipped,
             joint_limit_violation_ticks=c.joint_limit_violation_ticks,
+            warm_start=(
+                "shift"
+                if self.controller.warm_policy is None
+                else f"policy {self.controller.warm_policy.model_id}"
+            ),
+            policy_warm_starts=c.policy_warm_starts,
+            policy_warm_start_failures=c.policy_warm_start_failures,
             terminal_reverts=self.swapper.reverts,
             real_time_factor=sim_time / wall_s if wall_s > 0 else math.inf,
             interrupted=self.stop_requested,

@@ -117,6 +117,9 @@ class RunSummary:
     robot: str
     tolerance_m: float  # [m]
     bridge: dict[str, Any] | None = field(default=None)  # the bridge's counters, when it ran
+    warm_start: str = "shift"  # mpc.warm_start: "shift", or "policy <id>"
+    policy_warm_starts: int = 0  # solves started from the policy's rollout
+    policy_warm_start_failures: int = 0  # rollouts not finite: gravity-holding guess instead
 
     def to_dict(self) -> dict[str, Any]:
         """The ``summary.json`` object; ``bridge`` only when a bridge ran."""

@@ -16,6 +16,14 @@ each other and against the hashes in the metadata. ``model.module`` (the TorchSc
 runs the file only when its whole-file sha256 is trusted: listed in ``TRUSTED.sha256`` next to
 it, or passed explicitly (``value.trusted_sha256``). Version 1 files (no safetensors) are refused
 with a pointer to ``vmpc value upgrade``.
+
+The container is that of a format family (:data:`FAMILY`): warm-start policies
+(mpc/policy/artifact.py) are the same archive with another metadata schema. What every member
+shares lives here once: the allowed-folder and permission checks and capped read
+(:func:`open_allowed`), the archive checks (:func:`parse_archive`, driven by an
+:class:`ArchiveKind`: format, schema, expected tensor shapes, error class) and the no-code
+metadata read (:func:`read_archive_metadata`). A member's file given to another member's loader
+is refused with one line naming what it is.
 """
 
 from __future__ import annotations
@@ -29,10 +37,10 @@ import stat
 import struct
 import warnings
 import zipfile
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 from pydantic import Field, ValidationError, field_validator
@@ -42,14 +50,20 @@ from sim.specs import Strict, resolve_urdf
 from ..errors import VmpcError
 
 __all__ = [
+    "FAMILY",
     "FORMAT",
     "FORMAT_VERSION",
+    "LoadedArtifact",
     "MAX_FILE_BYTES",
     "METADATA_FILE",
+    "ModuleSha256",
     "TRUST_MANIFEST",
     "WEIGHTS_FILE",
     "TARGET_PARAMS",
+    "VALUE_ARCHIVE",
     "Architecture",
+    "ArchiveKind",
+    "ArchiveMetadata",
     "Provenance",
     "StateLayout",
     "TrainedWith",
@@ -58,9 +72,16 @@ __all__ = [
     "ValueModelError",
     "allowed_real_path",
     "check_allowed_path",
+    "check_task",
+    "errors_as",
     "file_sha256",
     "load_value_model",
+    "mlp_shapes",
     "module_sha256",
+    "open_allowed",
+    "parse_archive",
+    "parse_artifact",
+    "read_archive_metadata",
     "read_trusted",
     "quiet_torchscript",
     "read_metadata",
@@ -84,6 +105,13 @@ MAX_HEADER_BYTES = 64 << 10  # the safetensors JSON header
 MAX_METADATA_BYTES = 1 << 20
 MAX_MANIFEST_BYTES = 64 << 10
 TARGET_PARAMS = ("target_x", "target_y", "target_z")  # EE target [m], world frame
+# The format family: one container (TorchScript archive + metadata.json + weights.safetensors)
+# for every learned network the controller loads. A file of one member given to the loader of
+# another is refused by name: {format: (what it is, the command that reads it)}.
+FAMILY = {
+    "vmpc-value": ("value", "vmpc value inspect"),
+    "vmpc-policy": ("policy", "vmpc policy inspect"),
+}
 
 
 class ValueModelError(VmpcError):
@@ -133,6 +161,13 @@ class Provenance(Strict):
     notes: str = ""
 
 
+# The hash of an archive's code, in the metadata of every member of the family.
+ModuleSha256 = Annotated[
+    str | None,
+    Field(description="sha256 of the archive's TorchScript members (all but extra/); format 2"),
+]
+
+
 class ValueMetadata(Strict):
     format: Literal["vmpc-value"] = "vmpc-value"
     format_version: int = FORMAT_VERSION
@@ -147,10 +182,7 @@ class ValueMetadata(Strict):
     trained: TrainedWith = Field(default_factory=TrainedWith)
     provenance: Provenance
     weights_sha256: str
-    module_sha256: str | None = Field(
-        default=None,
-        description="sha256 of the archive's TorchScript members (all but extra/); format 2",
-    )
+    module_sha256: ModuleSha256 = None
 
     @field_validator("features")
     @classmethod
@@ -460,106 +492,150 @@ def module_sha256(zf: zipfile.ZipFile, blob: bytes, path: str | Path = "<archive
     return h.hexdigest()
 
 
-def _parse_metadata(blob: bytes | str, path: str | Path) -> ValueMetadata:
+@contextlib.contextmanager
+def errors_as(error: type[VmpcError]) -> Iterator[None]:
+    """Re-raise the container helpers' :class:`ValueModelError` as ``error`` with the same
+    one-line message. The helpers (allowed folders, size caps, zip members) serve the whole
+    format family; this lets another member's loader (mpc.policy.artifact) raise its own class
+    without a second copy of them."""
+    try:
+        yield
+    except ValueModelError as exc:
+        if isinstance(exc, error):
+            raise
+        raise error(str(exc)) from None
+
+
+class ArchiveMetadata(Protocol):
+    """What the container reads of any member's metadata (:class:`ValueMetadata`,
+    ``mpc.policy.artifact.PolicyMetadata``)."""
+
+    @property
+    def format_version(self) -> int: ...
+    @property
+    def weights_sha256(self) -> str: ...
+    @property
+    def module_sha256(self) -> str | None: ...
+    @property
+    def architecture(self) -> Any: ...  # its ``kind`` names the network in messages
+
+
+MetaT = TypeVar("MetaT", bound=ArchiveMetadata)
+
+
+@dataclass(frozen=True)
+class ArchiveKind(Generic[MetaT]):
+    """One member of the format family: all :func:`parse_archive` needs to tell its files from
+    the others' and to check their weights against their metadata."""
+
+    format: str  # metadata.json's "format", e.g. "vmpc-value"
+    version: int  # the one version that loads
+    validate: Callable[[Any], MetaT]  # the metadata schema (a pydantic model_validate)
+    expected_shapes: Callable[[MetaT], dict[str, tuple[int, ...]]]  # {tensor: shape}
+    error: type[VmpcError]  # what the member's loader raises
+    old_versions: tuple[int, ...] = ()  # read (inspect) but refused by the loader
+    old_version_hint: Callable[[str | Path], str] | None = None  # the refusal, naming a fix
+
+    @property
+    def readable(self) -> tuple[int, ...]:
+        return (*self.old_versions, self.version)
+
+
+def _parse_metadata(blob: bytes | str, path: str | Path, kind: ArchiveKind[MetaT]) -> MetaT:
+    error = kind.error
     try:
         raw = json.loads(blob)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueModelError(f"{path}: {METADATA_FILE} is not valid JSON") from None
+        raise error(f"{path}: {METADATA_FILE} is not valid JSON") from None
     if not isinstance(raw, dict):
-        raise ValueModelError(f"{path}: {METADATA_FILE} is not an object")
-    if raw.get("format") != FORMAT:
-        raise ValueModelError(f"{path}: not a {FORMAT} file (format={raw.get('format')!r})")
-    if raw.get("format_version") not in READABLE_VERSIONS:
-        raise ValueModelError(
+        raise error(f"{path}: {METADATA_FILE} is not an object")
+    got = raw.get("format")
+    if got != kind.format:
+        if isinstance(got, str) and got in FAMILY:
+            what, command = FAMILY[got]
+            raise error(
+                f"{path}: a {what} artifact (format {got!r}), not a {kind.format} file; "
+                f"`{command}` reads it"
+            )
+        raise error(f"{path}: not a {kind.format} file (format={got!r})")
+    if raw.get("format_version") not in kind.readable:
+        raise error(
             f"{path}: format version {raw.get('format_version')!r} is not "
-            f"supported (this build reads {FORMAT_VERSION})"
+            f"supported (this build reads {kind.version})"
         )
     try:
-        return ValueMetadata.model_validate(raw)
+        return kind.validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
-        raise ValueModelError(f"{path}: metadata {loc}: {err['msg']}") from None
+        raise error(f"{path}: metadata {loc}: {err['msg']}") from None
 
 
-def _metadata_of(zf: zipfile.ZipFile, blob: bytes, path: str | Path) -> ValueMetadata:
+def _metadata_of(
+    zf: zipfile.ZipFile, blob: bytes, path: str | Path, kind: ArchiveKind[MetaT]
+) -> MetaT:
     try:
         info = _extra(zf, METADATA_FILE)
     except ValueModelError as exc:
-        raise ValueModelError(f"{path}: {exc}") from None
+        raise kind.error(f"{path}: {exc}") from None
     if info is None:
-        raise ValueModelError(f"{path}: no {METADATA_FILE} in the archive")
+        raise kind.error(f"{path}: no {METADATA_FILE} in the archive")
     if info.file_size > MAX_METADATA_BYTES:
-        raise ValueModelError(
+        raise kind.error(
             f"{path}: {METADATA_FILE} is {info.file_size} bytes, over the "
             f"{MAX_METADATA_BYTES}-byte cap"
         )
-    return _parse_metadata(_member(zf, blob, info, path), path)
+    with errors_as(kind.error):
+        raw = _member(zf, blob, info, path)
+    return _parse_metadata(raw, path, kind)
 
 
-def read_metadata(path: str | Path) -> ValueMetadata:
-    """Metadata of an artifact (format 1 or 2), read from the zip without executing anything."""
+def read_archive_metadata(path: str | Path, kind: ArchiveKind[MetaT]) -> MetaT:
+    """Metadata of a family member's file (every readable version), read from the zip without
+    executing anything and without the allowed-folder checks: what ``inspect`` shows."""
+    error = kind.error
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
-        raise ValueModelError(f"{path}: no such file") from None
+        raise error(f"{path}: no such file") from None
     except OSError as exc:
-        raise ValueModelError(f"{path}: not a TorchScript archive ({exc.strerror})") from None
+        raise error(f"{path}: not a TorchScript archive ({exc.strerror})") from None
     with os.fdopen(fd, "rb") as fh:
         st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FILE_BYTES:
-            raise ValueModelError(f"{path}: not a TorchScript archive (not a file, or too big)")
+            raise error(f"{path}: not a TorchScript archive (not a file, or too big)")
         blob = fh.read(MAX_FILE_BYTES + 1)
     try:
         zf = _zip(blob, path)
     except ValueModelError as exc:
-        raise ValueModelError(str(exc).replace("cannot load as", "not a")) from None
-    return _metadata_of(zf, blob, path)
+        raise error(str(exc).replace("cannot load as", "not a")) from None
+    return _metadata_of(zf, blob, path, kind)
 
 
-def upgrade_hint(path: str | Path) -> str:
-    return (
-        f"{path}: format version 1 (its weights load only by running its TorchScript); "
-        f"rewrite it as version 2 with `vmpc value upgrade {path}`"
-    )
-
-
-def _expected_shapes(meta: ValueMetadata) -> dict[str, tuple[int, ...]]:
-    a = meta.architecture
-    widths = [a.n_in, *a.hidden]
-    n_out = a.residual_dim if a.kind == "residual" else 1
-    if n_out is None:
-        raise ValueModelError("metadata: a residual network needs architecture.residual_dim")
-    shapes: dict[str, tuple[int, ...]] = {"in_mean": (a.n_in,), "in_std": (a.n_in,)}
-    for i in range(len(a.hidden)):
-        shapes[f"layers.{i}.weight"] = (widths[i + 1], widths[i])
-        shapes[f"layers.{i}.bias"] = (widths[i + 1],)
-    shapes["out.weight"] = (n_out, widths[-1])
-    shapes["out.bias"] = (n_out,)
-    return shapes
-
-
-def _weights(raw: bytes, meta: ValueMetadata, path: str | Path) -> dict[str, np.ndarray]:
+def _weights(
+    raw: bytes, meta: MetaT, path: str | Path, kind: ArchiveKind[MetaT]
+) -> dict[str, np.ndarray]:
     """The safetensors weights, after their header's names, dtypes and shapes are compared
     with the metadata's architecture (nothing is sized from the metadata before that)."""
+    error = kind.error
     if len(raw) < 8:
-        raise ValueModelError(f"{path}: {WEIGHTS_FILE} is truncated")
+        raise error(f"{path}: {WEIGHTS_FILE} is truncated")
     (n_head,) = struct.unpack("<Q", raw[:8])
     if n_head > MAX_HEADER_BYTES or 8 + n_head > len(raw):
-        raise ValueModelError(f"{path}: {WEIGHTS_FILE} header of {n_head} bytes is invalid")
+        raise error(f"{path}: {WEIGHTS_FILE} header of {n_head} bytes is invalid")
     try:
         header = json.loads(raw[8 : 8 + n_head])
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueModelError(f"{path}: {WEIGHTS_FILE} header is not valid JSON") from None
+        raise error(f"{path}: {WEIGHTS_FILE} header is not valid JSON") from None
     if not isinstance(header, dict):
-        raise ValueModelError(f"{path}: {WEIGHTS_FILE} header is not an object")
+        raise error(f"{path}: {WEIGHTS_FILE} header is not an object")
     header.pop("__metadata__", None)
     try:
-        expected = _expected_shapes(meta)
-    except ValueModelError as exc:
-        raise ValueModelError(f"{path}: {exc}") from None
+        expected = kind.expected_shapes(meta)
+    except VmpcError as exc:
+        raise error(f"{path}: {exc}") from None
     if set(header) != set(expected):
-        raise ValueModelError(
+        raise error(
             f"{path}: tensors {sorted(header)[:6]} do not match the metadata's "
             f"{meta.architecture.kind} network {sorted(expected)[:6]}"
         )
@@ -568,7 +644,7 @@ def _weights(raw: bytes, meta: ValueMetadata, path: str | Path) -> dict[str, np.
         shape, dtype = entry.get("shape"), entry.get("dtype")
         got = tuple(shape) if isinstance(shape, list) else None
         if dtype != "F64" or got != want:
-            raise ValueModelError(
+            raise error(
                 f"{path}: tensor {name} is {dtype} {list(got or ())}, the metadata's "
                 f"architecture says F64 {list(want)}"
             )
@@ -578,12 +654,150 @@ def _weights(raw: bytes, meta: ValueMetadata, path: str | Path) -> dict[str, np.
     try:
         arrays = load(raw)
     except (SafetensorError, ValueError) as exc:
-        raise ValueModelError(f"{path}: {WEIGHTS_FILE} is invalid ({exc})") from None
+        raise error(f"{path}: {WEIGHTS_FILE} is invalid ({exc})") from None
     return {k: np.array(v, dtype=np.float64) for k, v in arrays.items()}
 
 
+def mlp_shapes(n_in: int, hidden: Sequence[int], n_out: int) -> dict[str, tuple[int, ...]]:
+    """The tensors of the family's networks, by state-dict name: input normalisation
+    (``in_mean``, ``in_std``), ``layers.i.weight/bias`` and ``out.weight/bias``. A member's
+    ``expected_shapes`` adds its own buffers."""
+    widths = [n_in, *hidden]
+    shapes: dict[str, tuple[int, ...]] = {"in_mean": (n_in,), "in_std": (n_in,)}
+    for i in range(len(hidden)):
+        shapes[f"layers.{i}.weight"] = (widths[i + 1], widths[i])
+        shapes[f"layers.{i}.bias"] = (widths[i + 1],)
+    shapes["out.weight"] = (n_out, widths[-1])
+    shapes["out.bias"] = (n_out,)
+    return shapes
+
+
+def parse_archive(
+    blob: bytes, path: str | Path, kind: ArchiveKind[MetaT]
+) -> tuple[MetaT, dict[str, np.ndarray]]:
+    """The container checks every member of the family shares, on a file's bytes, running
+    nothing: a zip within the caps, ``kind``'s format and version, metadata valid against its
+    schema, safetensors weights whose names, dtypes (F64) and shapes are those the metadata's
+    architecture says, the weights sha256 and the TorchScript sha256 the metadata records, and
+    finite weights. Returns (metadata, float64 weights); the member's loader adds its own
+    checks (input width, ...). Raises ``kind.error`` with one line naming the file."""
+    error = kind.error
+    with errors_as(error):  # the zip helpers raise ValueModelError
+        zf = _zip(blob, path)
+        meta = _metadata_of(zf, blob, path, kind)
+        if meta.format_version != kind.version:  # readable (inspect) but not loadable
+            hint = kind.old_version_hint
+            raise error(hint(path) if hint else f"{path}: format version {meta.format_version}")
+        info = _extra(zf, WEIGHTS_FILE)
+        if info is None or meta.module_sha256 is None:
+            raise error(f"{path}: format 2 without {WEIGHTS_FILE} or module_sha256")
+        arrays = _weights(_member(zf, blob, info, path), meta, path, kind)
+        digest = weights_sha256(arrays)
+        if digest != meta.weights_sha256:
+            raise error(
+                f"{path}: weights sha256 {digest[:12]}... does not match the "
+                f"metadata's {meta.weights_sha256[:12]}... (corrupted or edited)"
+            )
+        code = module_sha256(zf, blob, path)
+        if code != meta.module_sha256:
+            raise error(
+                f"{path}: TorchScript sha256 {code[:12]}... does not match the "
+                f"metadata's {meta.module_sha256[:12]}... (corrupted or edited)"
+            )
+    if not all(np.isfinite(a).all() for a in arrays.values()):
+        raise error(f"{path}: weights contain NaN or inf")
+    return meta, arrays
+
+
+# -- the value member of the family -----------------------------------------------------------
+def upgrade_hint(path: str | Path) -> str:
+    return (
+        f"{path}: format version 1 (its weights load only by running its TorchScript); "
+        f"rewrite it as version 2 with `vmpc value upgrade {path}`"
+    )
+
+
+def _expected_shapes(meta: ValueMetadata) -> dict[str, tuple[int, ...]]:
+    a = meta.architecture
+    n_out = a.residual_dim if a.kind == "residual" else 1
+    if n_out is None:
+        raise ValueModelError("metadata: a residual network needs architecture.residual_dim")
+    return mlp_shapes(a.n_in, a.hidden, n_out)
+
+
+VALUE_ARCHIVE: ArchiveKind[ValueMetadata] = ArchiveKind(
+    format=FORMAT,
+    version=FORMAT_VERSION,
+    validate=ValueMetadata.model_validate,
+    expected_shapes=_expected_shapes,
+    error=ValueModelError,
+    old_versions=tuple(v for v in READABLE_VERSIONS if v != FORMAT_VERSION),
+    old_version_hint=upgrade_hint,
+)
+
+
+def read_metadata(path: str | Path) -> ValueMetadata:
+    """Metadata of an artifact (format 1 or 2), read from the zip without executing anything."""
+    return read_archive_metadata(path, VALUE_ARCHIVE)
+
+
+class LoadedArtifact:
+    """What every loaded member of the family answers (a mixin of the dataclasses
+    :class:`ValueModel` and ``mpc.policy.artifact.PolicyModel``, which hold ``path`` and
+    ``metadata``)."""
+
+    path: Path
+    metadata: Any  # the member's metadata: ValueMetadata, PolicyMetadata
+
+    @property
+    def model_id(self) -> str:
+        """``file@weights-hash``: names the file and the weights it holds, in logs and runs."""
+        return f"{self.path.name}@{self.metadata.weights_sha256[:8]}"
+
+    @property
+    def nx(self) -> int:
+        state: StateLayout = self.metadata.state
+        return state.nx
+
+
+def check_task(model: LoadedArtifact, cfg: Any, nx: int, joint_names: Sequence[str]) -> str | None:
+    """Whether a loaded member of the family (a value, a policy) serves the task of ``cfg``
+    (an MPC config) on a robot with state width ``nx`` and these joints: raise
+    :class:`ValueModelError` on another robot, state layout or unknown task parameters; return
+    the task-fingerprint mismatch (which a forced swap may override), or None."""
+    meta, path = model.metadata, model.path
+    if meta.state.nx != nx:
+        raise ValueModelError(f"{path}: state dimension {meta.state.nx} != this robot's {nx}")
+    if meta.state.robot != cfg.robot.name:
+        raise ValueModelError(
+            f"{path}: trained for robot '{meta.state.robot}', this is '{cfg.robot.name}'"
+        )
+    if meta.state.joint_names != list(joint_names):
+        raise ValueModelError(
+            f"{path}: joint layout {meta.state.joint_names} != {list(joint_names)}"
+        )
+    if meta.task_params not in ([], list(TARGET_PARAMS)):
+        raise ValueModelError(
+            f"{path}: unknown task parameters {meta.task_params}; this MPC "
+            f"provides none or {list(TARGET_PARAMS)}"
+        )
+    expected = task_fingerprint(cfg, meta.task_params)
+    if meta.task_fingerprint != expected:
+        if meta.task_fingerprint == legacy_task_fingerprint(cfg, meta.task_params):
+            return (
+                f"task fingerprint {meta.task_fingerprint[:19]}... is this task's by the "
+                f"formula before December 2026 (which held the posture); run `vmpc value "
+                f"upgrade {path} --config {cfg.source}` to rewrite it"
+            )
+        return (
+            f"task fingerprint {meta.task_fingerprint[:19]}... != this task's "
+            f"{expected[:19]}... (trained for a different cost, robot or target)"
+        )
+    return None
+
+
 @dataclass
-class ValueModel:
+class ValueModel(LoadedArtifact):
     """A loaded, integrity-checked artifact: metadata and float64 weights. ``module`` (the
     TorchScript, executable code) is loaded on first use, and only from a trusted file."""
 
@@ -594,14 +808,6 @@ class ValueModel:
     file_sha256: str = ""
     trusted: bool = False
     blob: bytes = field(default=b"", repr=False)  # the file as read and checked
-
-    @property
-    def model_id(self) -> str:
-        return f"{self.path.name}@{self.metadata.weights_sha256[:8]}"
-
-    @property
-    def nx(self) -> int:
-        return self.metadata.state.nx
 
     @property
     def module(self) -> Any:
@@ -632,28 +838,7 @@ def parse_artifact(
     blob: bytes, path: str | Path, trusted_sha256: Collection[str] = ()
 ) -> ValueModel:
     """Check an artifact's bytes (format 2) and take its metadata and weights; runs nothing."""
-    zf = _zip(blob, path)
-    meta = _metadata_of(zf, blob, path)
-    if meta.format_version == 1:
-        raise ValueModelError(upgrade_hint(path))
-    info = _extra(zf, WEIGHTS_FILE)
-    if info is None or meta.module_sha256 is None:
-        raise ValueModelError(f"{path}: format 2 without {WEIGHTS_FILE} or module_sha256")
-    arrays = _weights(_member(zf, blob, info, path), meta, path)
-    digest = weights_sha256(arrays)
-    if digest != meta.weights_sha256:
-        raise ValueModelError(
-            f"{path}: weights sha256 {digest[:12]}... does not match the "
-            f"metadata's {meta.weights_sha256[:12]}... (corrupted or edited)"
-        )
-    code = module_sha256(zf, blob, path)
-    if code != meta.module_sha256:
-        raise ValueModelError(
-            f"{path}: TorchScript sha256 {code[:12]}... does not match the "
-            f"metadata's {meta.module_sha256[:12]}... (corrupted or edited)"
-        )
-    if not all(np.isfinite(a).all() for a in arrays.values()):
-        raise ValueModelError(f"{path}: weights contain NaN or inf")
+    meta, arrays = parse_archive(blob, path, VALUE_ARCHIVE)
     from .features import feature_dim
 
     n_features = feature_dim(meta.features)

@@ -28,9 +28,8 @@ from .artifact import (
     TARGET_PARAMS,
     ValueModel,
     ValueModelError,
-    legacy_task_fingerprint,
+    check_task,
     load_value_model,
-    task_fingerprint,
 )
 from .feature_evaluator import FeatureResidualEvaluator, needs_features
 
@@ -310,36 +309,8 @@ class LearnedValueTerminal(TerminalCost):
 
 def check_compatible(model: ValueModel, cfg: Config, ocp: ReachingOCP) -> str | None:
     """Raise on a model that cannot serve this task; return the fingerprint-mismatch message
-    (which a forced swap may override) or None."""
-    meta, path = model.metadata, model.path
-    if meta.state.nx != ocp.nx:
-        raise ValueModelError(f"{path}: state dimension {meta.state.nx} != this robot's {ocp.nx}")
-    if meta.state.robot != cfg.robot.name:
-        raise ValueModelError(
-            f"{path}: trained for robot '{meta.state.robot}', this is '{cfg.robot.name}'"
-        )
-    if meta.state.joint_names != ocp.robot.joint_names:
-        raise ValueModelError(
-            f"{path}: joint layout {meta.state.joint_names} != {ocp.robot.joint_names}"
-        )
-    if meta.task_params not in ([], list(TARGET_PARAMS)):
-        raise ValueModelError(
-            f"{path}: unknown task parameters {meta.task_params}; this MPC "
-            f"provides none or {list(TARGET_PARAMS)}"
-        )
-    expected = task_fingerprint(cfg, meta.task_params)
-    if meta.task_fingerprint != expected:
-        if meta.task_fingerprint == legacy_task_fingerprint(cfg, meta.task_params):
-            return (
-                f"task fingerprint {meta.task_fingerprint[:19]}... is this task's by the "
-                f"formula before December 2026 (which held the posture); run `vmpc value "
-                f"upgrade {path} --config {cfg.source}` to rewrite it"
-            )
-        return (
-            f"task fingerprint {meta.task_fingerprint[:19]}... != this task's "
-            f"{expected[:19]}... (trained for a different cost, robot or target)"
-        )
-    return None
+    (which a forced swap may override) or None (:func:`~mpc.value.artifact.check_task`)."""
+    return check_task(model, cfg, ocp.nx, ocp.robot.joint_names)
 
 
 def value_bases(cfg: Config) -> list[Path]:

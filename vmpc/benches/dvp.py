@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -21,7 +22,14 @@ from learning.dvp.executors import ExecutorError, ExecutorSpec, make_executor
 from learning.dvp.systems import SystemSpec, make_system
 from mpc.io import atomic_write_text
 
-__all__ = ["ExecutorFailure", "ThroughputResult", "ThroughputRow", "bench_throughput"]
+__all__ = [
+    "ExecutorFailure",
+    "ThroughputResult",
+    "ThroughputRow",
+    "bench_throughput",
+    "measure_executors",
+    "write_result",
+]
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,43 @@ class ThroughputResult:
         }
 
 
+def measure_executors(
+    settings: list[tuple[str, int]],
+    open_executor: Callable[[ExecutorSpec], Any],
+    solve: Callable[[Any, bool], list[bool]],
+    chunk: int | None = None,
+) -> list[ThroughputRow | ExecutorFailure]:
+    """For each (executor kind, workers): open the executor, ``solve(ex, True)`` outside the
+    timing (a warm-up: imports and problems built on every worker), then ``solve(ex, False)``
+    timed, whose list says which solves succeeded. Rows carry the speed-up over one worker of
+    the same executor; an executor that cannot run is an :class:`ExecutorFailure` row."""
+    measured: list[ThroughputRow | ExecutorFailure] = []
+    for kind, workers in settings:
+        spec = ExecutorSpec(kind=cast(Literal["local", "ray"], kind), workers=workers, chunk=chunk)
+        try:
+            with open_executor(spec) as ex:
+                solve(ex, True)
+                t0 = time.perf_counter()
+                oks = solve(ex, False)
+                wall = time.perf_counter() - t0
+        except ExecutorError as exc:
+            measured.append(ExecutorFailure(kind, workers, str(exc)))
+            continue
+        n = len(oks)
+        measured.append(ThroughputRow(kind, workers, n, sum(oks), wall, n / wall, None))
+    base = {
+        r.executor: r.solves_per_s
+        for r in measured
+        if isinstance(r, ThroughputRow) and r.workers == 1
+    }
+    return [
+        replace(r, speedup_vs_1=r.solves_per_s / base[r.executor] if r.executor in base else None)
+        if isinstance(r, ThroughputRow)
+        else r
+        for r in measured
+    ]
+
+
 def bench_throughput(
     cfg: DVPConfig, samples: int, settings: list[tuple[str, int]], out: Path
 ) -> ThroughputResult:
@@ -77,41 +122,27 @@ def bench_throughput(
     spec_json = TypeAdapter(SystemSpec).dump_json(cfg.system).decode()
     problems = system.sample(samples, np.random.default_rng(cfg.seed))
     T = cfg.dvp.horizon
-    measured: list[ThroughputRow | ExecutorFailure] = []
-    for kind, workers in settings:
-        spec = ExecutorSpec(
-            kind=cast(Literal["local", "ray"], kind), workers=workers, chunk=cfg.executor.chunk
-        )
-        try:
-            with make_executor(spec, spec_json) as ex:
-                # Start-up (imports, building the problems) on every worker, outside the timing.
-                ex.map(problems[: 8 * workers], T, None, T, cfg.dvp.maxiter)
-                t0 = time.perf_counter()
-                outs = ex.map(problems, T, None, T, cfg.dvp.maxiter)
-                wall = time.perf_counter() - t0
-        except ExecutorError as exc:
-            measured.append(ExecutorFailure(kind, workers, str(exc)))
-            continue
-        n_ok = sum(o.ok for o in outs)
-        measured.append(ThroughputRow(kind, workers, len(outs), n_ok, wall, len(outs) / wall, None))
-    base = {
-        r.executor: r.solves_per_s
-        for r in measured
-        if isinstance(r, ThroughputRow) and r.workers == 1
-    }
-    rows = [
-        replace(r, speedup_vs_1=r.solves_per_s / base[r.executor] if r.executor in base else None)
-        if isinstance(r, ThroughputRow)
-        else r
-        for r in measured
-    ]
+
+    def solve(ex: Any, warm_up: bool) -> list[bool]:
+        rows = problems[: 8 * ex.workers] if warm_up else problems
+        return [o.ok for o in ex.map(rows, T, None, T, cfg.dvp.maxiter)]
+
+    rows = measure_executors(
+        settings, lambda spec: make_executor(spec, spec_json), solve, cfg.executor.chunk
+    )
+    return write_result(system.name, samples, T, rows, out / f"bench_dvp_{system.name}.json")
+
+
+def write_result(
+    system: str, samples: int, horizon: int, rows: list[ThroughputRow | ExecutorFailure], path: Path
+) -> ThroughputResult:
     result = ThroughputResult(
-        system=system.name,
+        system=system,
         samples=samples,
-        horizon=T,
+        horizon=horizon,
         rows=rows,
         date=time.strftime("%Y-%m-%dT%H:%M:%S"),
-        json_path=out / f"bench_dvp_{system.name}.json",
+        json_path=path,
     )
-    atomic_write_text(result.json_path, json.dumps(result.to_dict(), indent=2) + "\n")
+    atomic_write_text(path, json.dumps(result.to_dict(), indent=2) + "\n")
     return result

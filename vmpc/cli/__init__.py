@@ -1,10 +1,10 @@
 """``vmpc``: the command line of value-mpc.
 
-One module per verb group (:mod:`.sim`, :mod:`.value`, :mod:`.train`, :mod:`.eval`,
-:mod:`.bench`, :mod:`.bridge` clients, :mod:`.keys`); :mod:`.common` holds what they share.
-Every user error (bad config, missing file, no display, ...) is one line on stderr and exit
-code 2; no tracebacks for mistakes a user can fix. Verbs import the robotics stack when they
-run, so ``vmpc --help`` and the bridge clients start fast.
+One module per verb group (:mod:`.sim`, :mod:`.value`, :mod:`.policy`, :mod:`.train`,
+:mod:`.eval`, :mod:`.bench`, :mod:`.bridge` clients, :mod:`.keys`); :mod:`.common` holds what
+they share. Every user error (bad config, missing file, no display, ...) is one line on stderr
+and exit code 2; no tracebacks for mistakes a user can fix. Verbs import the robotics stack
+when they run, so ``vmpc --help`` and the bridge clients start fast.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from .bridge import add_bridge_commands
 from .common import EXIT_INTERRUPTED, EXIT_USAGE
 from .eval import add_eval_commands
 from .keys import add_keys_commands
+from .policy import add_policy_commands
 from .sim import add_sim_commands
 from .train import add_train_commands
 from .value import add_value_commands
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sim_commands(sub)
     add_bench_commands(sub)
     add_value_commands(sub)
+    add_policy_commands(sub)
     add_eval_commands(sub)
     add_train_commands(sub)
     add_bridge_commands(sub)

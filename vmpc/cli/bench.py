@@ -192,13 +192,15 @@ def format_sobolev(result: SobolevBenchResult) -> list[str]:
     return lines
 
 
-def format_dvp(result: ThroughputResult) -> list[str]:
-    """The ``vmpc bench dvp`` table: OCP/s and the speed-up over one worker per setting."""
+def format_dvp(
+    result: ThroughputResult, what: str = "dvp", note: str = "zero terminal"
+) -> list[str]:
+    """The ``vmpc bench dvp|plal`` table: OCP/s and the speed-up over one worker per setting."""
     from vmpc.benches.dvp import ExecutorFailure
 
     lines = [
-        f"vmpc bench dvp: {result.system}, {result.samples} OCPs of horizon {result.horizon}, "
-        "zero terminal",
+        f"vmpc bench {what}: {result.system}, {result.samples} OCPs of horizon {result.horizon}, "
+        f"{note}",
         f"{'executor':>9} {'workers':>8} {'OCP/s':>9} {'speed-up':>9}",
     ]
     for r in result.rows:
@@ -281,6 +283,17 @@ def cmd_bench_dvp(args: argparse.Namespace) -> int:
     settings = [(kind, w) for kind in args.executors for w in args.workers]
     result = bench_throughput(cfg, args.samples, settings, Path(args.out))
     _print_lines(format_dvp(result))
+    return EXIT_OK
+
+
+def cmd_bench_plal(args: argparse.Namespace) -> int:
+    from learning.plal.config import load_plal_config
+    from vmpc.benches.plal import bench_oc_phase
+
+    cfg = load_plal_config(args.config, args.set or [])
+    settings = [(kind, w) for kind in args.executors for w in args.workers]
+    result = bench_oc_phase(cfg, args.samples, settings, Path(args.out))
+    _print_lines(format_dvp(result, "plal", "PLAL's OC phase (consensus through the policy)"))
     return EXIT_OK
 
 
@@ -420,6 +433,21 @@ def add_bench_commands(sub: Any) -> None:
     add_set(bd)
     add_out(bd, "runs/bench", "folder for bench_dvp.json")
     bd.set_defaults(func=cmd_bench_dvp)
+
+    bp = bsub.add_parser(
+        "plal",
+        help="PLAL's OC phase: OCP solves per second per executor and worker count",
+        description="Solves the same sampled problems of a policy config with PLAL's consensus "
+        "term (through a seeded random policy) on each executor and worker count (after a "
+        "warm-up), and prints OCP/s and the speed-up over one worker.",
+    )
+    add_config(bp, None, "a policy config, e.g. configs/plal_pendulum.yaml")
+    bp.add_argument("--samples", type=int, default=64)
+    bp.add_argument("--executors", nargs="+", choices=["local", "ray"], default=["local", "ray"])
+    bp.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    add_set(bp)
+    add_out(bp, "runs/bench", "folder for bench_plal_<system>.json")
+    bp.set_defaults(func=cmd_bench_plal)
 
     bw = bsub.add_parser(
         "swap",

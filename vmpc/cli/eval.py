@@ -159,6 +159,64 @@ def _add_run_flags(p: argparse.ArgumentParser, n_cores: int) -> None:
     )
 
 
+def cmd_eval_warmstart(args: argparse.Namespace) -> int:
+    from learning.executors import ExecutorSpec
+    from learning.plal.config import load_plal_config
+    from mpc.policy.artifact import load_policy_model
+    from vmpc.studies.warmstart import format_warmstart, warmstart_study, write_warmstart
+
+    if args.problems < 1 or args.maxiter < 1 or args.tol <= 0:
+        raise UsageError("--problems and --maxiter must be >= 1 and --tol > 0")
+    cfg = load_plal_config(args.config, list(args.set or []))
+    path = Path(args.policy)
+    policy = load_policy_model(path, [path.resolve().parent])
+    res = warmstart_study(
+        cfg,
+        policy,
+        problems=args.problems,
+        tolerance=args.tol,
+        maxiter=args.maxiter,
+        seed=args.seed,
+        executor=ExecutorSpec(workers=args.workers) if args.workers else None,
+        progress=not args.quiet,
+    )
+    out = _out(args, "warmstart")
+    write_warmstart(res, out, f"{policy.model_id} on {cfg.system.kind}")
+    print(format_warmstart(res))
+    print(f"warmstart.json and warmstart.png in {out}")
+    return EXIT_OK
+
+
+def cmd_eval_switch(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from mpc.io import atomic_write_text
+    from vmpc.studies.warmstart import format_switches, loop_switch_study
+
+    if args.switches < 1 or args.horizon < 1 or args.maxiter < 1 or args.distance <= 0:
+        raise UsageError("--switches, --horizon and --maxiter must be >= 1, --distance > 0")
+    res = loop_switch_study(
+        args.config,
+        args.policy,
+        switches=args.switches,
+        horizon=args.horizon,
+        maxiter=args.maxiter,
+        distance_m=args.distance,
+        settle_s=args.settle,
+        window_s=args.window,
+        seed=args.seed,
+        overrides=list(args.set or []),
+        progress=not args.quiet,
+    )
+    out = _out(args, "switch")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "switches.json", json.dumps(asdict(res), indent=1))
+    print(format_switches(res))
+    print(f"switches.json in {out}")
+    return EXIT_OK
+
+
 def add_eval_commands(sub: Any) -> None:
     from vmpc.studies.horizons import (
         COMPARE_CONTROLLERS,
@@ -171,6 +229,50 @@ def add_eval_commands(sub: Any) -> None:
     )
 
     _, es = add_group(sub, "eval", "closed-loop studies over held-out episodes", "STUDY")
+    w = es.add_parser(
+        "warmstart",
+        help="solver iterations from the usual guess vs from a policy's rollout (paper Fig. 7)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="On held-out problems of a policy config (a seed no training uses), solves "
+        "every OCP by BoxFDDP to --tol twice: from the usual still guess (x0 held; zero or "
+        "gravity-holding controls) and from the closed-loop rollout of --policy. Prints "
+        "the iteration counts (median, p90, max, how many need more than 100) and the mean "
+        "cost reached, and writes warmstart.json and the histogram warmstart.png.",
+    )
+    add_config(w, help="policy config the policy was trained with, e.g. configs/plal_pendulum.yaml")
+    w.add_argument("--policy", required=True, help="policy artifact (vmpc train plal|pddp)")
+    w.add_argument("--problems", type=int, default=100, help="held-out problems")
+    w.add_argument("--tol", type=float, default=1e-6, help="solver stopping tolerance")
+    w.add_argument("--maxiter", type=int, default=500, help="solver iterations at most")
+    w.add_argument("--seed", type=int, default=424242, help="held-out problems' seed")
+    w.add_argument("--workers", type=int, help="solver processes (default: all cores)")
+    add_out(w, None, "output folder (default runs/warmstart-<date>)")
+    add_set(w)
+    add_quiet(w)
+    w.set_defaults(func=cmd_eval_warmstart)
+    sw = es.add_parser(
+        "switch",
+        help="target switches in the closed loop: shifted warm start vs the policy's rollout",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Runs the closed loop of --config (an MPC config) at T=--horizon: it settles "
+        "on its target, then the target jumps at least --distance to a new one (inside the "
+        "policy's trained target box); the --window seconds after the switch are scored "
+        "(running cost, solver iterations, final EE error), once with mpc.warm_start: shift "
+        "and once starting from --policy's rollout, on the same switches. Writes switches.json.",
+    )
+    add_config(sw, help="MPC config, e.g. configs/iiwa_reach.yaml")
+    sw.add_argument("--policy", required=True, help="target-conditioned policy artifact")
+    sw.add_argument("--switches", type=int, default=10, help="target switches")
+    sw.add_argument("--horizon", type=int, default=10, help="MPC horizon T [knots]")
+    sw.add_argument("--maxiter", type=int, default=10, help="FDDP iterations per replan")
+    sw.add_argument("--distance", type=float, default=0.2, help="minimum jump [m]")
+    sw.add_argument("--settle", type=float, default=1.0, help="time before the switch [s]")
+    sw.add_argument("--window", type=float, default=0.5, help="scored time after it [s]")
+    sw.add_argument("--seed", type=int, default=424242, help="seed of the new targets")
+    add_out(sw, None, "output folder (default runs/switch-<date>)")
+    add_set(sw)
+    add_quiet(sw)
+    sw.set_defaults(func=cmd_eval_switch)
     n_cores = cores()
     h = es.add_parser(
         "horizons",

@@ -12,12 +12,8 @@ from .common import EXIT_OK, UsageError, add_config, add_group, add_out, add_qui
 __all__ = ["add_train_commands"]
 
 
-def cmd_train_dvp(args: argparse.Namespace) -> int:
-    import yaml
-
-    from learning.dvp.config import load_dvp_config
-    from learning.dvp.trainer import train_dvp
-
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """--set, then the executor flags (which win)."""
     overrides = list(args.set or [])
     if args.executor:
         overrides.append(f"executor.kind={args.executor}")
@@ -25,22 +21,78 @@ def cmd_train_dvp(args: argparse.Namespace) -> int:
         overrides.append(f"executor.address={args.address}")
     if args.workers:
         overrides.append(f"executor.workers={args.workers}")
-    cfg = load_dvp_config(args.config, overrides)
+    return overrides
+
+
+def _run_folder(args: argparse.Namespace, stem: str) -> Path:
     if args.out:
-        out = Path(args.out)
-    elif args.resume:
+        return Path(args.out)
+    if args.resume:
         raise UsageError("--resume needs --out (the run folder to continue)")
-    else:
-        out = Path("runs") / time.strftime(f"dvp-{cfg.system.kind}-%Y%m%d-%H%M%S")
-    result = train_dvp(
-        cfg,
-        out,
-        resume=args.resume,
-        progress=not args.quiet,
-        export=Path(args.export) if args.export else None,
-        config_text=yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
-        log=lambda line: print(line, flush=True),
+    return Path("runs") / time.strftime(f"{stem}-%Y%m%d-%H%M%S")
+
+
+def _run_kwargs(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
+    """What every trainer takes from the command line besides its config and run folder."""
+    import yaml
+
+    return {
+        "resume": args.resume,
+        "progress": not args.quiet,
+        "export": Path(args.export) if args.export else None,
+        "config_text": yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
+        "log": lambda line: print(line, flush=True),
+    }
+
+
+def cmd_train_policy(args: argparse.Namespace) -> int:
+    from learning.plal.config import load_plal_config
+    from learning.plal.trainer import train_plal
+
+    cfg = load_plal_config(args.config, _overrides(args), kind=args.algorithm)
+    out = _run_folder(args, f"{args.algorithm}-{cfg.system.kind}")
+    result = train_plal(cfg, out, **_run_kwargs(args, cfg))
+    s = result.summary
+    print(
+        f"vmpc train {args.algorithm}: {s['system']}, {s['iterations']} iterations "
+        f"-> {result.artifact}"
     )
+    print(
+        f"  held out: J(pi)/J* {s['policy_cost_ratio_median']:.4f} median, "
+        f"{s['policy_cost_ratio_p90']:.4f} p90; control error {s['control_error']:.3e}; "
+        f"gain error {s['gain_error']:.3f}"
+    )
+    print(
+        f"  {s['sim_calls_total']} simulator calls, {s['train_s']:.0f} s; metrics.csv, "
+        f"convergence.png and summary.json in {out}"
+    )
+    if args.export:
+        print(f"  exported {args.export}")
+    return EXIT_OK
+
+
+def _add_run_options(p: Any, stem: str) -> None:
+    add_out(p, None, f"run folder (default runs/{stem}-<system>-<date>)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out after a kill: same config (only executor.* and the "
+        "iteration count may change), damaged checkpoints fall back to the last intact iteration",
+    )
+    p.add_argument(
+        "--executor", choices=["local", "ray", "inline"], help="executor.kind (inline: no workers)"
+    )
+    p.add_argument("--address", help="Ray cluster address (executor.address)")
+    p.add_argument("--workers", type=int, help="solver processes (executor.workers)")
+
+
+def cmd_train_dvp(args: argparse.Namespace) -> int:
+    from learning.dvp.config import load_dvp_config
+    from learning.dvp.trainer import train_dvp
+
+    cfg = load_dvp_config(args.config, _overrides(args))
+    out = _run_folder(args, f"dvp-{cfg.system.kind}")
+    result = train_dvp(cfg, out, **_run_kwargs(args, cfg))
     last = result.metrics[-1]
     print(
         f"vmpc train dvp: {cfg.system.kind}, {len(result.metrics)} iterations -> {result.artifact}"
@@ -59,8 +111,62 @@ def cmd_train_dvp(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _hyperparameters(pairs: list[str] | None) -> dict[str, Any]:
+    """--hp KEY=VALUE pairs, values read as YAML (512, 3.0e-4, true)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--hp {pair!r}: expected KEY=VALUE, e.g. --hp n_steps=512")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UsageError(f"--hp {pair!r}: the value is not valid YAML") from None
+    return out
+
+
+def cmd_train_baseline(args: argparse.Namespace) -> int:
+    from learning.baselines.sb3 import train_baseline
+    from learning.plal.config import load_plal_config
+
+    if args.steps < 1:
+        raise UsageError("--steps must be a positive number of simulator steps")
+    eval_every = max(args.steps // 20, 1) if args.eval_every is None else args.eval_every
+    if eval_every < 1:
+        raise UsageError("--eval-every must be a positive number of simulator steps")
+    hp = _hyperparameters(args.hp)
+    cfg = load_plal_config(args.config, args.set)
+    stem = f"{args.algo}-{cfg.system.kind}"
+    out = Path(args.out) if args.out else Path("runs") / time.strftime(f"{stem}-%Y%m%d-%H%M%S")
+    s = train_baseline(
+        cfg,
+        args.algo,
+        args.steps,
+        out,
+        eval_every,
+        progress=not args.quiet,
+        log=lambda line: print(line, flush=True),
+        hyperparameters=hp,
+    )
+    print(
+        f"vmpc train baseline: {args.algo} on {s['system']}, {s['sim_calls_total']} simulator "
+        f"calls, {s['wall_s']:.0f} s"
+    )
+    print(
+        f"  held out: J(pi)/J* {s['policy_cost_ratio_median']:.4f} median, "
+        f"{s['policy_cost_ratio_p90']:.4f} p90 (best median "
+        f"{s['best_policy_cost_ratio_median']:.4f}); metrics.csv, convergence.png and "
+        f"summary.json in {out}"
+    )
+    return EXIT_OK
+
+
 def add_train_commands(sub: Any) -> None:
-    _, ts = add_group(sub, "train", "offline training of terminal values", "ALGORITHM")
+    _, ts = add_group(
+        sub, "train", "offline training of terminal values and warm-start policies", "ALGORITHM"
+    )
     d = ts.add_parser(
         "dvp",
         help="Differential Value Programming with Sobolev regression",
@@ -70,17 +176,75 @@ def add_train_commands(sub: Any) -> None:
         "TorchScript artifact value.pt into the run folder.",
     )
     add_config(d, None, "DVP config, e.g. configs/dvp_iiwa.yaml")
-    add_out(d, None, "run folder (default runs/dvp-<system>-<date>)")
-    d.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out after a kill: same config (only executor.* and "
-        "dvp.iterations may change), damaged checkpoints fall back to the last intact iteration",
-    )
-    d.add_argument("--executor", choices=["local", "ray"], help="executor.kind")
-    d.add_argument("--address", help="Ray cluster address (executor.address)")
-    d.add_argument("--workers", type=int, help="solver processes (executor.workers)")
+    _add_run_options(d, "dvp")
     d.add_argument("--export", help="also write the artifact here, e.g. models/iiwa_dvp.pt")
     add_set(d)
     add_quiet(d)
     d.set_defaults(func=cmd_train_dvp)
+    for name, summary, alg in (
+        (
+            "plal",
+            "policy learning by ADMM (PLAL): OC and the policy reach a consensus",
+            "PLAL (Le Lidec et al., Alg. 2): each iteration solves N OCPs with the "
+            "augmented-Lagrangian term mu/2 ||u + lambda/mu - pi(x)||^2 (exact derivatives "
+            "through the policy; with algorithm.multiple_shooting, against the policy's own "
+            "states), fits the policy to u + lambda/mu (+ the stochastic Sobolev term on the DDP "
+            "gains), then updates lambda.",
+        ),
+        (
+            "pddp",
+            "projected DDP (PDDP): solve from the policy's rollout, regress the policy",
+            "PDDP (Le Lidec et al., Alg. 1): each iteration rolls the policy out as the initial "
+            "guess, solves N OCPs (BoxFDDP with the control box, or FDDP with "
+            "algorithm.constrained: false), and regresses the policy on the solutions (+ the "
+            "stochastic Sobolev term on the DDP gains).",
+        ),
+    ):
+        p = ts.add_parser(
+            name,
+            help=summary,
+            description=alg + " Writes config.yaml, metrics.csv (held-out J(pi)/J*, control "
+            "and gain errors, dual residual, simulator calls), convergence.png, summary.json, "
+            "atomic per-iteration checkpoints and the policy artifact policy.pt.",
+        )
+        add_config(p, None, "policy config, e.g. configs/plal_pendulum.yaml")
+        _add_run_options(p, name)
+        p.add_argument("--export", help="also write the policy artifact here")
+        add_set(p)
+        add_quiet(p)
+        p.set_defaults(func=cmd_train_policy, algorithm=name)
+    b = ts.add_parser(
+        "baseline",
+        help="model-free reference: PPO or SAC (stable-baselines3) on a policy config's OCPs",
+        description="The model-free reference of Le Lidec et al.'s Fig. 3: trains PPO or SAC "
+        "(stable-baselines3, default hyperparameters, the config's policy network) on a gymnasium "
+        "environment whose episodes are the config's OCPs (reward = minus the OC cost, horizon "
+        "problems.horizon), and scores the deterministic policy by the held-out J(pi)/J* of "
+        "`vmpc train plal` (same validation problems, same TO optimum). Budgets are counted in "
+        "simulator steps (dynamics evaluations), the unit of PLAL's simulator calls, so both "
+        "curves share one axis. Writes config.yaml, metrics.csv, convergence.png and "
+        "summary.json; no model file (SB3 saves pickles, which this project never loads).",
+    )
+    add_config(b, None, "policy config, e.g. configs/plal_lqr.yaml")
+    b.add_argument("--algo", required=True, choices=["ppo", "sac"], help="the RL algorithm")
+    b.add_argument(
+        "--steps",
+        type=int,
+        required=True,
+        help="training budget in simulator steps (PPO rounds up to whole rollouts of n_steps)",
+    )
+    b.add_argument(
+        "--eval-every",
+        type=int,
+        help="score the policy on the held-out problems every this many steps (default: steps/20)",
+    )
+    add_out(b, None, "run folder (default runs/<algo>-<system>-<date>)")
+    b.add_argument(
+        "--hp",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override an SB3 hyperparameter, e.g. --hp n_steps=512 (repeatable; values are YAML)",
+    )
+    add_set(b)
+    add_quiet(b)
+    b.set_defaults(func=cmd_train_baseline)

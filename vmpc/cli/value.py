@@ -9,28 +9,25 @@ from typing import Any
 
 import numpy as np
 
-from .common import EXIT_OK, UsageError, add_config, add_group, add_quiet, add_set, print_table
+from .common import (
+    EXIT_OK,
+    Handler,
+    UsageError,
+    add_config,
+    add_group,
+    add_quiet,
+    add_set,
+    print_table,
+)
 
-__all__ = ["add_value_commands"]
+__all__ = ["add_inspect", "add_value_commands", "recorded_rows"]
 
 
-def cmd_inspect(args: argparse.Namespace) -> int:
-    from mpc.value.artifact import read_metadata
-
-    meta = read_metadata(args.path)
-    if args.json:
-        print(meta.model_dump_json(indent=2))
-        return EXIT_OK
-    a, st, pv = meta.architecture, meta.state, meta.provenance
+def recorded_rows(meta: Any) -> list[tuple[str, str]]:
+    """The rows of ``inspect`` every member of the artifact family shares (a value's or a
+    policy's metadata): state, task, training, provenance and hashes."""
+    st, pv = meta.state, meta.provenance
     rows = [
-        ("format", f"{meta.format} v{meta.format_version}"),
-        (
-            "network",
-            f"{a.kind}, {a.n_in} -> {a.hidden} -> "
-            f"{a.residual_dim if a.kind == 'residual' else 1} ({a.activation})"
-            + (", zero on the goal manifold (r(z) - r(z * goal_mask))" if a.goal_zero else ""),
-        ),
-        ("input features", ", ".join(meta.features) or "none (the raw state)"),
         ("state", f"{st.robot}: nx={st.nx} ({st.layout}), joints {', '.join(st.joint_names)}"),
         ("task parameters", ", ".join(meta.task_params) or "none (one fixed task)"),
         ("task fingerprint", meta.task_fingerprint),
@@ -47,6 +44,28 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         rows.append(("TorchScript sha256", meta.module_sha256))
     if pv.notes:
         rows.append(("notes", pv.notes))
+    return rows
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from mpc.value.artifact import read_metadata
+
+    meta = read_metadata(args.path)
+    if args.json:
+        print(meta.model_dump_json(indent=2))
+        return EXIT_OK
+    a = meta.architecture
+    rows = [
+        ("format", f"{meta.format} v{meta.format_version}"),
+        (
+            "network",
+            f"{a.kind}, {a.n_in} -> {a.hidden} -> "
+            f"{a.residual_dim if a.kind == 'residual' else 1} ({a.activation})"
+            + (", zero on the goal manifold (r(z) - r(z * goal_mask))" if a.goal_zero else ""),
+        ),
+        ("input features", ", ".join(meta.features) or "none (the raw state)"),
+        *recorded_rows(meta),
+    ]
     if meta.format_version == 1:
         rows.append(
             ("note", f"format 1: the controller refuses it; run `vmpc value upgrade {args.path}`")
@@ -219,13 +238,21 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def add_inspect(sub: Any, handler: Handler, what: str, **texts: str) -> None:
+    """The ``inspect PATH [--json]`` verb of every artifact group (value, policy); ``texts``
+    are the parser's help and description."""
+    i = sub.add_parser("inspect", **texts)
+    i.add_argument("path", help=f"the {what} file")
+    i.add_argument("--json", action="store_true", help="the raw metadata JSON")
+    i.set_defaults(func=handler)
+
+
 def add_value_commands(sub: Any) -> None:
     _, vs = add_group(sub, "value", "inspect, check and fit learned value models", "ACTION")
 
-    i = vs.add_parser("inspect", help="print a model file's metadata (runs none of its code)")
-    i.add_argument("path")
-    i.add_argument("--json", action="store_true", help="the raw metadata JSON")
-    i.set_defaults(func=cmd_inspect)
+    add_inspect(
+        vs, cmd_inspect, "model", help="print a model file's metadata (runs none of its code)"
+    )
 
     c = vs.add_parser(
         "check",

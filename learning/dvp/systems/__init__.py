@@ -8,8 +8,16 @@ from __future__ import annotations
 from .arm import ArmSystem
 from .base import SolveOutcome, System, TerminalFactory
 from .croc import JointSubsetActuation, ZeroTerminal
-from .specs import SYSTEM_KINDS, ArmSpec, CartpoleSpec, PendulumSpec, SystemSpec, UnicycleSpec
-from .toys import Cartpole, Pendulum, Unicycle
+from .specs import (
+    SYSTEM_KINDS,
+    ArmSpec,
+    CartpoleSpec,
+    DoublePendulumSpec,
+    PendulumSpec,
+    SystemSpec,
+    UnicycleSpec,
+)
+from .toys import Cartpole, DoublePendulum, Pendulum, Unicycle
 
 __all__ = [
     "SYSTEM_KINDS",
@@ -17,6 +25,8 @@ __all__ = [
     "ArmSystem",
     "Cartpole",
     "CartpoleSpec",
+    "DoublePendulum",
+    "DoublePendulumSpec",
     "JointSubsetActuation",
     "Pendulum",
     "PendulumSpec",
@@ -32,11 +42,14 @@ __all__ = [
 
 _KINDS: dict[str, type[System]] = {
     "pendulum": Pendulum,
+    "double_pendulum": DoublePendulum,
     "cartpole": Cartpole,
     "unicycle": Unicycle,
     "arm": ArmSystem,
 }
 
 
-def make_system(spec: PendulumSpec | CartpoleSpec | UnicycleSpec | ArmSpec) -> System:
+def make_system(
+    spec: PendulumSpec | DoublePendulumSpec | CartpoleSpec | UnicycleSpec | ArmSpec,
+) -> System:
     return _KINDS[spec.kind](spec)  # type: ignore[call-arg]

@@ -8,7 +8,15 @@ from pydantic import Field
 
 from sim.specs import Strict
 
-__all__ = ["SYSTEM_KINDS", "ArmSpec", "CartpoleSpec", "PendulumSpec", "SystemSpec", "UnicycleSpec"]
+__all__ = [
+    "SYSTEM_KINDS",
+    "ArmSpec",
+    "CartpoleSpec",
+    "DoublePendulumSpec",
+    "PendulumSpec",
+    "SystemSpec",
+    "UnicycleSpec",
+]
 
 
 class PendulumSpec(Strict):
@@ -20,6 +28,18 @@ class PendulumSpec(Strict):
     w_x: tuple[float, float] = (1.0, 0.1)  # angle, velocity
     w_u: float = 0.001
     box: tuple[tuple[float, float], tuple[float, float]] = ((-3.1, 3.1), (-2.0, 2.0))
+
+
+class DoublePendulumSpec(Strict):
+    kind: Literal["double_pendulum"] = "double_pendulum"
+    mass: float = Field(default=1.0, gt=0, description="[kg] point mass at each link's end")
+    length: float = Field(default=0.5, gt=0, description="[m] each link")
+    torque_limit: float = Field(default=5.0, gt=0, description="[N m] on each joint")
+    dt: float = Field(default=0.05, gt=0, description="[s]")
+    # q1, q2, v1, v2
+    w_x: tuple[float, float, float, float] = (1.0, 1.0, 0.1, 0.1)
+    w_u: float = 0.001
+    box: tuple[tuple[float, float], ...] = ((-0.5, 0.5), (-0.5, 0.5), (-0.5, 0.5), (-0.5, 0.5))
 
 
 class CartpoleSpec(Strict):
@@ -57,7 +77,8 @@ class ArmSpec(Strict):
 
 
 SystemSpec = Annotated[
-    PendulumSpec | CartpoleSpec | UnicycleSpec | ArmSpec, Field(discriminator="kind")
+    PendulumSpec | DoublePendulumSpec | CartpoleSpec | UnicycleSpec | ArmSpec,
+    Field(discriminator="kind"),
 ]
 
-SYSTEM_KINDS = ("pendulum", "cartpole", "unicycle", "arm")
+SYSTEM_KINDS = ("pendulum", "double_pendulum", "cartpole", "unicycle", "arm")

@@ -1,4 +1,5 @@
-"""The toy systems: pendulum swing-up, cartpole balance (underactuated) and the unicycle."""
+"""The toy systems: pendulum swing-up, double pendulum, cartpole balance (underactuated) and the
+unicycle."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from mpc.value.artifact import StateLayout
 
 from .base import System
 from .croc import JointSubsetActuation
-from .specs import CartpoleSpec, PendulumSpec, UnicycleSpec
+from .specs import CartpoleSpec, DoublePendulumSpec, PendulumSpec, UnicycleSpec
 
-__all__ = ["Cartpole", "Pendulum", "Unicycle"]
+__all__ = ["Cartpole", "DoublePendulum", "Pendulum", "Unicycle"]
 
 
 def _box_sample(box, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -67,17 +68,41 @@ class _PinocchioToy(System):
     def state_layout(self) -> StateLayout:
         return StateLayout(robot=self.name, joint_names=list(self._model.names)[1:], nx=self.nx)
 
-    def _build(self, horizon: int, terminal) -> tuple[Any, Any]:
+    def running_model(self) -> crocoddyl.IntegratedActionModelEuler:
+        """One knot: w_x ||x||^2 + w_u ||u||^2 on free-forward dynamics, Euler, the torque box."""
         costs = crocoddyl.CostModelSum(self._state, self.nu)
         costs.addCost("x", _state_cost(self._state, self.nu, self._w_x), 1.0)
         costs.addCost("u", _control_cost(self._state, self.nu, self._w_u), 1.0)
         dam = crocoddyl.DifferentialActionModelFreeFwdDynamics(self._state, self._actuation, costs)
         run = crocoddyl.IntegratedActionModelEuler(dam, self.dt)
         run.u_lb, run.u_ub = self._u_lb, self._u_ub
-        problem = crocoddyl.ShootingProblem(np.zeros(self.nx), [run] * horizon, terminal)
+        return run
+
+    def state_cost_model(self, weight: float) -> crocoddyl.IntegratedActionModelEuler:
+        """A terminal knot costing ``weight`` * w_x ||x||^2 (Euler with dt = 0: not scaled)."""
+        costs = crocoddyl.CostModelSum(self._state, self.nu)
+        costs.addCost("x", _state_cost(self._state, self.nu, weight * self._w_x), 1.0)
+        dam = crocoddyl.DifferentialActionModelFreeFwdDynamics(self._state, self._actuation, costs)
+        return crocoddyl.IntegratedActionModelEuler(dam, 0.0)
+
+    @property
+    def control_box(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._u_lb.copy(), self._u_ub.copy()
+
+    def _build(self, horizon: int, terminal) -> tuple[Any, Any]:
+        problem = crocoddyl.ShootingProblem(
+            np.zeros(self.nx), [self.running_model()] * horizon, terminal
+        )
         if problem.nthreads != 1:
             problem.nthreads = 1
         return problem, crocoddyl.SolverBoxFDDP(problem)
+
+
+def _point_mass(mass: float, length: float) -> pin.Inertia:
+    """A point mass ``length`` above its joint (along z): upright at angle 0."""
+    return pin.Inertia.FromSphere(mass, 1e-3).se3Action(
+        pin.SE3(np.eye(3), np.array([0.0, 0.0, length]))
+    )
 
 
 class Pendulum(_PinocchioToy):
@@ -89,16 +114,38 @@ class Pendulum(_PinocchioToy):
         model = pin.Model()
         jid = model.addJoint(0, pin.JointModelRY(), pin.SE3.Identity(), "hinge")
         # Mass above the hinge at angle 0: the goal x = 0 is the upright, unstable equilibrium.
-        model.appendBodyToJoint(
-            jid,
-            pin.Inertia.FromSphere(spec.mass, 1e-3).se3Action(
-                pin.SE3(np.eye(3), np.array([0.0, 0.0, spec.length]))
-            ),
-            pin.SE3.Identity(),
-        )
+        model.appendBodyToJoint(jid, _point_mass(spec.mass, spec.length), pin.SE3.Identity())
         model.lowerPositionLimit[:] = -10.0
         model.upperPositionLimit[:] = 10.0
         self._setup(model, spec.w_x, [spec.w_u], [-spec.torque_limit], [spec.torque_limit], spec.dt)
+        self.box = spec.box
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return _box_sample(self.box, n, rng)
+
+
+class DoublePendulum(_PinocchioToy):
+    """Two links, both actuated and torque-limited, upright at x = 0 (Le Lidec et al., Sec. V-B:
+    chaotic dynamics, unstable target)."""
+
+    name = "double_pendulum"
+
+    def __init__(self, spec: DoublePendulumSpec) -> None:
+        super().__init__()
+        model = pin.Model()
+        first = model.addJoint(0, pin.JointModelRY(), pin.SE3.Identity(), "shoulder")
+        model.appendBodyToJoint(first, _point_mass(spec.mass, spec.length), pin.SE3.Identity())
+        second = model.addJoint(
+            first,
+            pin.JointModelRY(),
+            pin.SE3(np.eye(3), np.array([0.0, 0.0, spec.length])),
+            "elbow",
+        )
+        model.appendBodyToJoint(second, _point_mass(spec.mass, spec.length), pin.SE3.Identity())
+        model.lowerPositionLimit[:] = -10.0
+        model.upperPositionLimit[:] = 10.0
+        limit = [spec.torque_limit] * 2
+        self._setup(model, spec.w_x, [spec.w_u] * 2, [-t for t in limit], limit, spec.dt)
         self.box = spec.box
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -117,11 +164,7 @@ class Cartpole(_PinocchioToy):
         )
         pole = model.addJoint(cart, pin.JointModelRY(), pin.SE3.Identity(), "pole")
         model.appendBodyToJoint(
-            pole,
-            pin.Inertia.FromSphere(spec.pole_mass, 1e-3).se3Action(
-                pin.SE3(np.eye(3), np.array([0.0, 0.0, spec.pole_length]))
-            ),
-            pin.SE3.Identity(),
+            pole, _point_mass(spec.pole_mass, spec.pole_length), pin.SE3.Identity()
         )
         model.lowerPositionLimit[:] = -10.0
         model.upperPositionLimit[:] = 10.0
