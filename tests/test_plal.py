@@ -120,7 +120,7 @@ def test_stochastic_sobolev_on_gains_matches_the_explicit_jacobian(rng) -> None:
 LQR = {
     "system": {"kind": "lqr"},
     "iterations": 3,
-    "problems": {"samples": 8, "horizon": 20, "maxiter": 30},
+    "problems": {"samples": 6, "horizon": 15, "maxiter": 30},
     "policy": {"hidden": [32, 32]},
     "fit": {"epochs": 30, "batch_size": 64, "lr": 3e-3},
     "validation": {"samples": 6},

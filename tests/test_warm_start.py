@@ -52,13 +52,24 @@ def arm_policy(path: Path, cfg, *, fingerprint: str | None = None, seed: int = 0
     return path
 
 
+# The 10 ms task: at 50 ms knots explicit Euler makes the light distal joints (1e-3 kg m^2,
+# no armature) blow up from any state in motion under a merely gravity-holding policy.
+SHORT = CONFIGS / "iiwa_reach_short.yaml"
+
+
+@pytest.fixture(scope="module")
+def gravity_policy(tmp_path_factory) -> Path:
+    """Fitted once for the module (~1 s); each test copies the file."""
+    return arm_policy(tmp_path_factory.mktemp("policy") / "pi.pt", load_config(SHORT))
+
+
 @pytest.fixture
-def policy_config(tmp_path):
-    # The 10 ms task: at 50 ms knots explicit Euler makes the light distal joints (1e-3 kg m^2,
-    # no armature) blow up from any state in motion under a merely gravity-holding policy.
-    path = local_config(tmp_path, CONFIGS / "iiwa_reach_short.yaml")
-    cfg = load_config(path)
-    arm_policy(tmp_path / "models" / "pi.pt", cfg)
+def policy_config(tmp_path, gravity_policy):
+    import shutil
+
+    path = local_config(tmp_path, SHORT)
+    (tmp_path / "models").mkdir()
+    shutil.copy(gravity_policy, tmp_path / "models" / "pi.pt")
     return path
 
 

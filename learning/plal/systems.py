@@ -87,6 +87,10 @@ class OCPFamily:
         """The usual still guess's control at x0 (the arm holds against gravity)."""
         return np.zeros(self.nu)
 
+    def task_box(self) -> tuple[list[float], list[float]] | None:
+        """(min, max) of the task parameters trained on (the arm's target box), or None."""
+        return None
+
     def task_error(self, x: np.ndarray, theta: np.ndarray) -> float | None:
         """How far state x is from the task's goal in task units (the arm: EE to target [m]),
         or None for systems whose goal is the state itself."""
@@ -229,6 +233,10 @@ class ArmFamily(OCPFamily):
     def init_controls(self, x0: np.ndarray) -> np.ndarray:
         torques: np.ndarray = self.robot.gravity_torques(x0[: self.robot.nq])
         return torques
+
+    def task_box(self) -> tuple[list[float], list[float]] | None:
+        box: tuple[list[float], list[float]] | None = self._arm.task_box()
+        return box
 
     def task_error(self, x: np.ndarray, theta: np.ndarray) -> float | None:
         target = theta if len(theta) else np.asarray(self.cfg.task.target, float)

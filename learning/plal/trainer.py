@@ -527,7 +527,9 @@ def _export(net: PolicyNet, family: OCPFamily, cfg: PLALConfig, metrics, paths) 
             task_params=list(family.task_params),
             task_fingerprint=family.fingerprint(spec_json),
             algorithm=cfg.algorithm.kind,
-            trained=TrainedWith(dt=family.dt, horizon=cfg.problems.horizon),
+            trained=TrainedWith(
+                dt=family.dt, horizon=cfg.problems.horizon, task_box=family.task_box()
+            ),
             iterations=len(metrics),
             samples=int(sum(m["samples"] for m in metrics)),
             notes=f"J(pi)/J* {metrics[-1]['policy_cost_ratio']:.4f} (median, held out)",

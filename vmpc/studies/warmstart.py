@@ -333,7 +333,8 @@ def format_switches(res: SwitchResult) -> str:
         f"{len(res.rows) // 2} target switches, T={res.horizon}, {res.maxiter} FDDP iterations "
         f"per replan at most, scored over {res.window_s} s after each switch",
         f"{'switch':>6}{'dist [m]':>10}{'cost shift':>12}{'cost policy':>13}"
-        f"{'iters shift':>13}{'iters policy':>14}{'err shift':>11}{'err policy':>12}",
+        f"{'iters shift':>13}{'iters policy':>14}{'err shift':>11}{'err policy':>12}"
+        f"{'policy starts/fallbacks':>25}",
     ]
     by = {(r.switch, r.warm_start): r for r in res.rows}
     for i in sorted({r.switch for r in res.rows}):
@@ -342,6 +343,7 @@ def format_switches(res: SwitchResult) -> str:
             f"{i:>6}{s.distance_m:>10.3f}{s.window_cost:>12.4g}{p.window_cost:>13.4g}"
             f"{s.window_iterations:>13}{p.window_iterations:>14}"
             f"{s.final_error_m * 1e3:>9.1f}mm{p.final_error_m * 1e3:>10.1f}mm"
+            f"{p.policy_warm_starts:>20}/{p.policy_warm_start_failures}"
         )
     lines.append(
         f"median policy/shift: cost {res.cost_ratio_median:.3f}, solver iterations "
