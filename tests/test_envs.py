@@ -126,8 +126,8 @@ def _tiny_cfg() -> PLALConfig:
 @pytest.mark.parametrize(
     ("algo", "hp", "last"),
     [
+        # SAC runs through the CLI test below.
         ("ppo", {"n_steps": 64, "batch_size": 32, "n_epochs": 1}, 320),  # whole rollouts of 64
-        ("sac", {"learning_starts": 250, "batch_size": 32}, 300),
     ],
 )
 def test_tiny_baseline_run(algo: str, hp: dict, last: int, tmp_path: Path) -> None:

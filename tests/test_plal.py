@@ -122,7 +122,7 @@ LQR = {
     "iterations": 3,
     "problems": {"samples": 6, "horizon": 15, "maxiter": 30},
     "policy": {"hidden": [32, 32]},
-    "fit": {"epochs": 30, "batch_size": 64, "lr": 3e-3},
+    "fit": {"epochs": 15, "batch_size": 64, "lr": 3e-3},
     "validation": {"samples": 6},
     "executor": {"workers": 1},
 }
