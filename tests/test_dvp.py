@@ -321,7 +321,8 @@ def small_value_map(monkeypatch):
 
 
 def test_cli_train_dvp_smoke(cli, tmp_path, small_value_map):
-    cfg = write_cfg(tmp_path / "a.yaml", dvp={"iterations": 1}, executor={"workers": 1})
+    # In this process (executor inline): the pools are what the determinism tests are about.
+    cfg = write_cfg(tmp_path / "a.yaml", dvp={"iterations": 1}, executor={"kind": "inline"})
     code, stdout, stderr = cli("train", "dvp", "--config", cfg, "--out", tmp_path / "run", "-q")
     assert code == 0, stderr
     assert "vmpc train dvp: pendulum, 1 iterations" in stdout
