@@ -149,7 +149,7 @@ def reference_run(tmp_path_factory) -> dict[str, np.ndarray]:
     """What a one-worker run of the tiny cartpole config learns, in this process: the reference
     of the determinism tests (cartpole draws no value map, which would dominate their time)."""
     tmp = tmp_path_factory.mktemp("dvp_reference")
-    cfg = load_dvp_config(write_cfg(tmp / "one.yaml", **DETERMINISM, executor={"workers": 1}))
+    cfg = load_dvp_config(write_cfg(tmp / "one.yaml", **DETERMINISM, executor={"kind": "inline"}))
     train_dvp(cfg, tmp / "one", progress=False)
     files = run_files(tmp / "one")
     assert {k.split("/")[0] for k in files} == {f"iter_{i:04d}" for i in range(2)}
@@ -208,11 +208,14 @@ def test_same_seed_same_dataset_on_one_or_two_workers_and_after_kill_resume(
 @pytest.mark.slow
 def test_ray_executor_gives_the_same_dataset(tmp_path, reference_run):
     pytest.importorskip("ray")
+    # The first iteration (with its held-out set) is enough to compare datasets and weights.
+    one = {**DETERMINISM, "dvp": {**DETERMINISM["dvp"], "iterations": 1}}
     ray_cfg = load_dvp_config(
-        write_cfg(tmp_path / "r.yaml", **DETERMINISM, executor={"kind": "ray", "workers": 2})
+        write_cfg(tmp_path / "r.yaml", **one, executor={"kind": "ray", "workers": 2})
     )
     train_dvp(ray_cfg, tmp_path / "ray", progress=False)
-    assert_same_files(reference_run, run_files(tmp_path / "ray"))
+    first = {k: v for k, v in reference_run.items() if k.startswith("iter_0000/")}
+    assert_same_files(first, run_files(tmp_path / "ray"))
 
 
 def test_existing_run_needs_resume(tmp_path):

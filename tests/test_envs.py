@@ -38,7 +38,7 @@ def _env(kind: str, horizon: int = 10) -> OCPEnv:
     return OCPEnv(make_family(SPECS[kind], 10.0), horizon)
 
 
-@pytest.mark.parametrize("kind", list(SPECS))
+@pytest.mark.parametrize("kind", ["lqr", "double_pendulum"])  # the pendulum: as its sibling
 def test_env_passes_the_checkers(kind: str) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -150,12 +150,12 @@ def _cfg(tmp_path: Path, overrides: list[str], raw: dict | None = None):
 @pytest.mark.parametrize(
     "overrides",
     [
-        ["algorithm.kind=pddp"],
+        # PDDP with the box and +S: through the CLI test below.
         ["algorithm.kind=pddp", "algorithm.constrained=false", "algorithm.sobolev=0"],
         ["algorithm.mu=0.01"],
         ["algorithm.mu=0.01", "algorithm.multiple_shooting=true"],
     ],
-    ids=["pddp", "pods", "plal", "plal+m"],
+    ids=["pods", "plal", "plal+m"],
 )
 def test_each_variant_learns_the_constrained_lqr(tmp_path, fast, overrides) -> None:
     cfg = _cfg(tmp_path, overrides)
@@ -226,17 +226,12 @@ def test_shipped_configs_load(name: str) -> None:
 
 
 def test_cli_trains_a_policy_whose_artifact_loads(tmp_path, cli) -> None:
+    """PDDP+S end to end through the CLI (in this process): it learns the LQR like the other
+    variants, and its artifact loads with every check."""
     from mpc.policy.artifact import load_policy_model
 
     path = tmp_path / "plal.yaml"
-    tiny = {
-        **LQR,
-        "iterations": 1,
-        "problems": {"samples": 4, "horizon": 10, "maxiter": 20},
-        "fit": {"epochs": 2},
-        "validation": {"samples": 2},
-    }
-    path.write_text(yaml.safe_dump(tiny))
+    path.write_text(yaml.safe_dump(LQR))
     code, out, err = cli(
         "train",
         "pddp",
@@ -252,6 +247,8 @@ def test_cli_trains_a_policy_whose_artifact_loads(tmp_path, cli) -> None:
     )
     assert code == 0, err
     assert "J(pi)/J*" in out and (tmp_path / "r" / "convergence.png").exists()
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["policy_cost_ratio_median"] < 1.35, summary
     model = load_policy_model(tmp_path / "pi.pt", [tmp_path])
     assert model.metadata.provenance.algorithm == "pddp"
     u = model.evaluator().action(np.array([1.5, -0.5]))

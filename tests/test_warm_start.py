@@ -78,7 +78,7 @@ def policy_config(tmp_path, gravity_policy):
 
 def _overrides(*extra: str) -> list[str]:
     return [
-        "run.duration=0.3",
+        "run.duration=0.2",
         "disturbances.schedule=[]",
         "mpc.warm_start.kind=policy",
         "mpc.warm_start.path=models/pi.pt",
