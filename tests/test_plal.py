@@ -44,7 +44,6 @@ def test_consensus_derivatives_match_numdiff(mode: str, rng) -> None:
     model.mode, model.mu = mode, 0.7
     model.policy = _evaluator(_policy(family.nx, lb, ub))
     model.lam = rng.normal(size=family.nu)
-    model.gamma = rng.normal(size=family.nx)
     model.x_ref = rng.normal(size=family.nx)
     model.u_ref = rng.normal(size=family.nu)
     num = crocoddyl.ActionModelNumDiff(model, True)

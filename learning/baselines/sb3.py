@@ -30,7 +30,7 @@ from mpc.progress import progress_bar
 from ..envs.ocp_env import OCPEnv
 from ..executors import InlineExecutor
 from ..plal.config import PLALConfig
-from ..plal.oc_phase import Rollouts, build_worker
+from ..plal.oc_phase import Rollouts, build_worker, worker_context
 from ..plal.systems import make_family
 from ..plal.trainer import held_out_set
 from .report import plot_convergence, write_metrics
@@ -210,13 +210,10 @@ def train_baseline(
             sort_keys=False,
         ),
     )
-    context = json.dumps(
-        {"system": cfg.system.model_dump(mode="json"), "terminal_weight": P.terminal_weight}
-    )
     # The PLAL trainer's held-out set: same rows, same solver budget, so the same J*.
     v_rows = family.sample(cfg.validation.samples, np.random.default_rng(cfg.validation.seed))
     val = held_out_set(
-        InlineExecutor(build_worker, context),
+        InlineExecutor(build_worker, worker_context(cfg)),
         family,
         v_rows,
         P.horizon,

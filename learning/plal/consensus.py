@@ -8,13 +8,15 @@
   Lxx = mu pi_x^T pi_x, Lxu = -mu pi_x^T, Luu = mu I (the policy's second derivatives are
   left out: zero almost everywhere for a ReLU network, and DDP only needs a PSD model).
 * ``mode="reference"`` (multiple shooting, eq. (15)): mu/2 ||u + lambda/mu - u_ref||^2 +
-  mu/2 ||x + gamma/mu - x_ref||^2 with u_ref = pi(x_ref) fixed for the OC phase: no policy
-  evaluation and no policy Jacobian inside the solver.
+  mu/2 ||x - x_ref||^2 with u_ref = pi(x_ref) fixed for the OC phase: no policy evaluation and
+  no policy Jacobian inside the solver. The state multiplier gamma of eq. (15) is 0 by
+  construction (learning/plal/trainer.py: the 2X-step solved in closed form), so it is not
+  carried.
 * ``mu = 0``: the plain running model (PDDP's OC phase), still counting simulator calls.
 
 The constant -||lambda||^2/(2 mu) of eq. (15) changes no argmin and is left out. The box of the
 wrapped model is the wrapper's box, so BoxFDDP sees the same control limits. Per-knot values
-(lambda, gamma, references) live on the model, one model per knot; per-call caches in the data.
+(lambda, references) live on the model, one model per knot; per-call caches in the data.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ class ConsensusData(crocoddyl.ActionDataAbstract):
         crocoddyl.ActionDataAbstract.__init__(self, model)
         self.base = model.base.createData()
         self.r_u = np.zeros(model.nu)  # the control residual at the last calc
-        self.pi_x = np.zeros((model.nu, model.state.ndx))  # d pi/dx at the last calcDiff
 
 
 class ConsensusActionModel(crocoddyl.ActionModelAbstract):
@@ -49,7 +50,6 @@ class ConsensusActionModel(crocoddyl.ActionModelAbstract):
         self.mode: Literal["policy", "reference"] = "policy"
         self.mu = 0.0  # [-] penalty; 0 switches the term off
         self.lam = np.zeros(nu)  # lambda_t, the multiplier of u_t = pi(x_t)
-        self.gamma = np.zeros(nx)  # gamma_t, the multiplier of 1x_t = 2x_t (reference mode)
         self.u_ref = np.zeros(nu)  # pi(2x_t) (reference mode)
         self.x_ref = np.zeros(nx)  # 2x_t (reference mode)
         self.policy: PolicyEvaluator | None = None
@@ -76,7 +76,7 @@ class ConsensusActionModel(crocoddyl.ActionModelAbstract):
                 ref = self.policy.action(self._z(x))
             else:
                 ref = self.u_ref
-                e = x - self.x_ref + self.gamma / self.mu
+                e = x - self.x_ref
                 cost += 0.5 * self.mu * float(e @ e)
             data.r_u[:] = u - ref + self.lam / self.mu
             cost += 0.5 * self.mu * float(data.r_u @ data.r_u)
@@ -102,14 +102,13 @@ class ConsensusActionModel(crocoddyl.ActionModelAbstract):
             assert self.policy is not None, "policy mode needs a policy"
             p, jac = self.policy.action_and_jacobian(self._z(x))
             pi_x = jac[:, : self.state.nx]
-            data.pi_x[:] = pi_x
             r = u - p + self.lam / mu
             data.Lx[:] -= mu * (pi_x.T @ r)
             data.Lxx[:] += mu * (pi_x.T @ pi_x)
             data.Lxu[:] -= (mu * pi_x.T).reshape(data.Lxu.shape)
         else:
             r = u - self.u_ref + self.lam / mu
-            data.Lx[:] += mu * (x - self.x_ref + self.gamma / mu)
+            data.Lx[:] += mu * (x - self.x_ref)
             data.Lxx[:] += mu * np.eye(self.state.ndx)
         data.Lu[:] += mu * r
         data.Luu[:] += (mu * np.eye(self.nu)).reshape(data.Luu.shape)

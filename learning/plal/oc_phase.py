@@ -10,15 +10,18 @@ travels in an :class:`OCJob`; what comes back is an :class:`OCResult` per proble
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import crocoddyl
 import numpy as np
 from pydantic import TypeAdapter
 
 from mpc.policy.evaluator import PolicyEvaluator
+from mpc.policy.warm_start import STATE_BOUND
 
+from ..executors import Executor
 from .consensus import ConsensusActionModel
 from .systems import OCPFamily, PolicySystemSpec, make_family
 
@@ -30,9 +33,14 @@ __all__ = [
     "Rollouts",
     "build_worker",
     "rollout",
+    "run_job",
     "sane_states",
     "solve_task",
+    "worker_context",
 ]
+
+if TYPE_CHECKING:
+    from .config import PLALConfig
 
 _SPEC: TypeAdapter[Any] = TypeAdapter(PolicySystemSpec)
 
@@ -50,7 +58,6 @@ class OCJob:
     guess_xs: np.ndarray  # (N, T+1, nx)
     guess_us: np.ndarray  # (N, T, nu)
     lam: np.ndarray | None = None  # (N, T, nu) lambda_t
-    gamma: np.ndarray | None = None  # (N, T, nx) gamma_t (reference mode)
     x_ref: np.ndarray | None = None  # (N, T, nx) 2x_t (reference mode)
     u_ref: np.ndarray | None = None  # (N, T, nu) pi(2x_t) (reference mode)
     policy: tuple[dict[str, np.ndarray], str] | None = None  # (weights, activation)
@@ -68,7 +75,6 @@ class OCResult:
     cost: float  # the task's cost R(beta; u), without the consensus term
     converged: bool
     calls: int  # dynamics evaluations during the solve
-    extras: dict[str, float] = field(default_factory=dict)
 
 
 class OCWorker:
@@ -107,8 +113,8 @@ class OCWorker:
             if job.lam is not None:
                 k.lam = job.lam[i, t]
             if job.mode == "reference":
-                assert job.gamma is not None and job.x_ref is not None and job.u_ref is not None
-                k.gamma, k.x_ref, k.u_ref = job.gamma[i, t], job.x_ref[i, t], job.u_ref[i, t]
+                assert job.x_ref is not None and job.u_ref is not None
+                k.x_ref, k.u_ref = job.x_ref[i, t], job.u_ref[i, t]
         self.family.set_task(theta)
         problem.x0 = row[:nx].copy()
         guess_xs, guess_us = job.guess_xs[i], job.guess_us[i]
@@ -123,7 +129,6 @@ class OCWorker:
             still_xs = np.tile(row[:nx], (job.horizon + 1, 1))
             again = self._solve_from(solver, problem, knots, job, row, still_xs, still_us)
             again.calls += out.calls
-            again.extras["retried"] = 1.0
             return again
         return out
 
@@ -162,17 +167,7 @@ class OCWorker:
         for k in knots:
             k.calls = 0
         solver.th_stop = job.th_stop if job.th_stop is not None else self._th_stop
-        empty = OCResult(
-            False,
-            "",
-            np.zeros((T + 1, nx)),
-            np.zeros((T, nu)),
-            np.zeros((T, nu, nx)),
-            0,
-            float("inf"),
-            False,
-            0,
-        )
+        empty = OCResult(False, "", *self._empty(T))
         try:
             converged = bool(solver.solve(xs0, us0, job.maxiter, False))
         except Exception as exc:  # Crocoddyl throws on numerically broken problems
@@ -198,26 +193,41 @@ class OCWorker:
         return OCResult(True, "", xs, us, gains, int(solver.iter), float(cost), converged, calls)
 
 
-# [rad, rad/s, m, m/s] beyond this a state is numerical debris, not a trajectory worth learning
-STATE_BOUND = 1e3
-
-
 def sane_states(xs: np.ndarray) -> bool:
     """Finite and within :data:`STATE_BOUND` (an exploded rollout stays finite for a while)."""
     return bool(np.isfinite(xs).all() and np.abs(xs).max() < STATE_BOUND)
 
 
+def worker_context(cfg: PLALConfig) -> str:
+    """The JSON a worker builds its family from (:func:`build_worker`)."""
+    return json.dumps(
+        {
+            "system": cfg.system.model_dump(mode="json"),
+            "terminal_weight": cfg.problems.terminal_weight,
+        }
+    )
+
+
 def build_worker(context_json: str) -> OCWorker:
-    """A worker's context from {"system": spec, "terminal_weight": w}."""
+    """A worker's context from :func:`worker_context`'s JSON."""
     raw = json.loads(context_json)
     spec = _SPEC.validate_python(raw["system"])
     return OCWorker(make_family(spec, float(raw["terminal_weight"])))
 
 
 def solve_task(worker: OCWorker, idx: np.ndarray, job: OCJob) -> list[OCResult]:
-    """The shared executors' task: solve the problems whose indices are ``idx``."""
+    """The shared executors' task: solve the problems whose indices are the rows of ``idx``
+    (a column; the problems themselves travel once, in ``job``)."""
     policy = None if job.policy is None else PolicyEvaluator(job.policy[0], job.policy[1])
-    return [worker.solve(job, int(i), policy) for i in idx]
+    return [worker.solve(job, int(i), policy) for i in idx[:, 0]]
+
+
+def run_job(
+    ex: Executor, job: OCJob, on_done: Callable[[int], None] | None = None
+) -> list[OCResult]:
+    """Every problem of ``job`` on ``ex``, results in problem order."""
+    idx = np.arange(len(job.rows), dtype=float)[:, None]
+    return ex.run(solve_task, idx, (job,), on_done)
 
 
 class Policy(Protocol):

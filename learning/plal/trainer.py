@@ -24,8 +24,8 @@ Each iteration k:
    for one random unit control direction v per sample (the stochastic Sobolev term after
    eq. 8: one backward pass instead of nu). Crocoddyl's feedback is du = -K dx, hence -K.
 4. **Dual update** (Alg. 2 line 4, eq. 16): lambda <- lambda + mu (u - pi_{k+1}(x)), and under +M
-   gamma stays 0 (see +M above). Then mu <- min(mu * mu_growth, mu_max): constant by default,
-   as in the paper's experiments.
+   gamma stays 0 and is not carried (see +M above). Then mu <- min(mu * mu_growth, mu_max):
+   constant by default, as in the paper's experiments.
 
 Per iteration the held-out problems give J(beta; pi)/J*(beta) (the policy's closed-loop cost
 against the TO optimum), the control and gain errors of pi along the TO solutions, and the run
@@ -55,7 +55,7 @@ from ..executors import Executor, make_executor
 from ..networks import PolicyNet
 from ..sobolev import stochastic_jacobian_loss
 from .config import RESUME_MAY_DIFFER, PLALConfig, resume_differences
-from .oc_phase import OCJob, OCResult, Rollouts, build_worker, solve_task
+from .oc_phase import OCJob, OCResult, Rollouts, build_worker, run_job, worker_context
 from .systems import OCPFamily, make_family
 
 __all__ = [
@@ -68,7 +68,7 @@ __all__ = [
     "train_plal",
 ]
 
-DATASET_KEYS = ("xs", "us", "gains", "lam", "gamma")
+DATASET_KEYS = ("xs", "us", "gains", "lam")
 VALIDATION_KEYS = ("rows", "xs", "us", "gains", "cost")
 
 
@@ -261,14 +261,9 @@ def _consensus_residual(
 
 def _oc_phase(ex: Executor, job: OCJob, progress: bool, desc: str) -> tuple[list[OCResult], float]:
     t0 = time.perf_counter()
-    idx = np.arange(len(job.rows), dtype=float)[:, None]
-    with progress_bar(total=len(idx), desc=desc, unit="ocp", enabled=progress) as bar:
-        res = ex.run(_solve_rows, idx, (job,), bar.update)
+    with progress_bar(total=len(job.rows), desc=desc, unit="ocp", enabled=progress) as bar:
+        res = run_job(ex, job, bar.update)
     return res, time.perf_counter() - t0
-
-
-def _solve_rows(worker, idx: np.ndarray, job: OCJob) -> list[OCResult]:
-    return solve_task(worker, idx[:, 0].astype(int), job)
 
 
 def train_plal(
@@ -312,9 +307,6 @@ def _train(cfg, out, run, resume, progress, export, config_text, log) -> PLALRes
     n_task = len(family.task_params)
     u_lb, u_ub = family.control_box()
     roll = Rollouts(family, T)
-    context = json.dumps(
-        {"system": cfg.system.model_dump(mode="json"), "terminal_weight": P.terminal_weight}
-    )
 
     torch.manual_seed(cfg.seed)  # the initial weights are part of the run's determinism
     net = PolicyNet(
@@ -326,7 +318,6 @@ def _train(cfg, out, run, resume, progress, export, config_text, log) -> PLALRes
     gen = torch.Generator().manual_seed(cfg.seed)
     N = len(rows)
     lam = np.zeros((N, T, nu))
-    gamma = np.zeros((N, T, nx))
     prev: tuple[np.ndarray, np.ndarray] | None = None  # the last OC solution (PLAL's warm start)
     mu = alg.mu
     metrics: list[dict[str, Any]] = []
@@ -339,12 +330,12 @@ def _train(cfg, out, run, resume, progress, export, config_text, log) -> PLALRes
         torch.set_rng_state(ck["torch_rng"])
         d = ck["dataset"]
         gen.set_state(torch.from_numpy(d["gen_state"]).to(torch.uint8))
-        lam, gamma, prev = d["lam"], d["gamma"], (d["xs"], d["us"])
+        lam, prev = d["lam"], (d["xs"], d["us"])
         metrics = [run.load_iteration(i, dataset=False)["metrics"] for i in range(start)]
         calls_total = int(metrics[-1]["sim_calls_total"])
         mu = float(metrics[-1]["mu_next"])
 
-    with make_executor(cfg.executor, build_worker, context) as ex:
+    with make_executor(cfg.executor, build_worker, worker_context(cfg)) as ex:
         # Held-out problems and their TO optimum, once per run folder.
         try:
             val = run.load_validation()
@@ -383,7 +374,6 @@ def _train(cfg, out, run, resume, progress, export, config_text, log) -> PLALRes
                 guess[0],
                 guess[1],
                 lam=lam,
-                gamma=gamma if mode == "reference" else None,
                 x_ref=x_ref if mode == "reference" else None,
                 u_ref=_actions(policy, x_ref, rows, nx) if mode == "reference" else None,
                 policy=(policy_arrays(net), net.activation) if mode == "policy" else None,
@@ -453,7 +443,6 @@ def _train(cfg, out, run, resume, progress, export, config_text, log) -> PLALRes
                     "us": us,
                     "gains": gains,
                     "lam": lam,
-                    "gamma": gamma,
                     "gen_state": gen.get_state().numpy(),
                 },
                 model=net.state_dict(),

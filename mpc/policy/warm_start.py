@@ -42,7 +42,7 @@ class PolicyWarmStart:
         self._ocp = ocp
         self._model = ocp.running_model
         self._data = self._model.createData()
-        self._z = np.zeros(ocp.nx + (3 if self._conditioned else 0))
+        self._z = np.zeros(ocp.nx + (len(TARGET_PARAMS) if self._conditioned else 0))
         lim = np.asarray(ocp.robot.torque_limits, float)
         self._lo, self._hi = -lim, lim  # [N m]
         # The states a guess may visit: the joint range with a margin, 3x the velocity limits

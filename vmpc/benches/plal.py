@@ -4,7 +4,7 @@ The paper's time target is about this phase; the issue wants >= 1.7x on 2 worker
 
 from __future__ import annotations
 
-import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +14,13 @@ import torch
 from learning.executors import make_executor
 from learning.networks import PolicyNet
 from learning.plal.config import PLALConfig
-from learning.plal.oc_phase import OCJob, build_worker, solve_task
+from learning.plal.oc_phase import build_worker, run_job, worker_context
 from learning.plal.systems import make_family
 from learning.plal.trainer import policy_arrays, still_job
 
 from .dvp import ThroughputResult, measure_executors, write_result
 
 __all__ = ["bench_oc_phase"]
-
-
-def _solve_rows(worker: Any, idx: np.ndarray, job: OCJob) -> list[Any]:
-    return solve_task(worker, idx[:, 0].astype(int), job)
 
 
 def bench_oc_phase(
@@ -48,18 +44,12 @@ def bench_oc_phase(
     job.mode, job.mu = "policy", cfg.algorithm.mu
     job.lam = np.zeros((len(rows), T, family.nu))
     job.policy = (policy_arrays(net), net.activation)
-    context = json.dumps(
-        {
-            "system": cfg.system.model_dump(mode="json"),
-            "terminal_weight": cfg.problems.terminal_weight,
-        }
-    )
-    idx = np.arange(len(rows), dtype=float)[:, None]
 
     def solve(ex: Any, warm_up: bool) -> list[bool]:
-        part = idx[: 4 * ex.workers] if warm_up else idx
-        return [r.ok for r in ex.run(_solve_rows, part, (job,))]
+        part = job if not warm_up else replace(job, rows=job.rows[: 4 * ex.workers])
+        return [r.ok for r in run_job(ex, part)]
 
+    context = worker_context(cfg)
     measured = measure_executors(
         settings, lambda spec: make_executor(spec, build_worker, context), solve
     )

@@ -19,8 +19,15 @@ import numpy as np
 
 from learning.executors import ExecutorSpec, make_executor
 from learning.plal.config import PLALConfig
-from learning.plal.oc_phase import OCJob, OCResult, Rollouts, build_worker, solve_task
-from learning.plal.systems import make_family
+from learning.plal.oc_phase import (
+    OCJob,
+    OCResult,
+    Rollouts,
+    build_worker,
+    run_job,
+    worker_context,
+)
+from learning.plal.systems import OCPFamily, make_family
 from learning.plal.trainer import still_job, system_fingerprint
 from mpc.errors import VmpcError
 from mpc.io import atomic_write_text, save_figure
@@ -79,10 +86,10 @@ def _stats(res: list[OCResult]) -> WarmstartStats:
     )
 
 
-def check_policy_fits(policy: PolicyModel, cfg: PLALConfig) -> None:
-    """One line when the policy was trained for another system or task than the config's."""
+def check_policy_fits(policy: PolicyModel, cfg: PLALConfig, family: OCPFamily) -> None:
+    """One line when the policy was trained for another system or task than the config's
+    (``family``: the config's)."""
     meta = policy.metadata
-    family = make_family(cfg.system, cfg.problems.terminal_weight)
     if meta.state.nx != family.nx or meta.architecture.nu != family.nu:
         raise VmpcError(
             f"{policy.path}: a policy for nx={meta.state.nx}, nu={meta.architecture.nu}; the "
@@ -106,8 +113,8 @@ def warmstart_study(
     executor: ExecutorSpec | None = None,
     progress: bool = True,
 ) -> WarmstartResult:
-    check_policy_fits(policy, cfg)
     family = make_family(cfg.system, cfg.problems.terminal_weight)
+    check_policy_fits(policy, cfg, family)
     T = cfg.problems.horizon
     rows = family.sample(problems, np.random.default_rng(seed))
     r_xs, r_us, _ = Rollouts(family, T).run(policy.evaluator(), rows)
@@ -121,18 +128,11 @@ def warmstart_study(
         np.where(bad[:, None, None], still.guess_us, r_us),
         th_stop=tolerance,
     )  # fmt: skip
-    context = json.dumps(
-        {
-            "system": cfg.system.model_dump(mode="json"),
-            "terminal_weight": cfg.problems.terminal_weight,
-        }
-    )
-    idx = np.arange(len(rows), dtype=float)[:, None]
     out: dict[str, list[OCResult]] = {}
-    with make_executor(executor or cfg.executor, build_worker, context) as ex:
+    with make_executor(executor or cfg.executor, build_worker, worker_context(cfg)) as ex:
         for name, job in (("still", still), ("policy", warm)):
             with progress_bar(total=len(rows), desc=f"from {name}", enabled=progress) as bar:
-                out[name] = ex.run(_solve_rows, idx, (job,), bar.update)
+                out[name] = run_job(ex, job, bar.update)
     its_s = [r.iterations for r in out["still"]]
     its_p = [r.iterations for r in out["policy"]]
     both = [
@@ -150,10 +150,6 @@ def warmstart_study(
         iterations_still=its_s,
         iterations_policy=its_p,
     )
-
-
-def _solve_rows(worker: Any, idx: np.ndarray, job: OCJob) -> list[OCResult]:
-    return solve_task(worker, idx[:, 0].astype(int), job)
 
 
 def format_warmstart(res: WarmstartResult) -> str:
