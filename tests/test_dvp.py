@@ -167,7 +167,7 @@ def test_same_seed_same_dataset_on_one_or_two_workers_and_after_kill_resume(
     tmp_path, reference_run
 ):
     """A real ``vmpc train dvp`` on two workers, killed (-9) after its first checkpoint and
-    resumed, writes the same datasets and weights as the uninterrupted one-worker run."""
+    resumed (in process), writes the same datasets and weights as the uninterrupted run."""
     config = write_cfg(tmp_path / "a.yaml", **DETERMINISM, executor={"workers": 2})
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "vmpc", "train", "dvp", "--config", str(config), "--out", str(out)]
@@ -195,8 +195,13 @@ def test_same_seed_same_dataset_on_one_or_two_workers_and_after_kill_resume(
         proc.wait(timeout=30)
     done = json.loads((out / "state.json").read_text())["completed"]
     assert done == 1, "the kill should land mid-run"
+    # Resumed in process (executor.* may change on resume): the dataset does not depend on it.
     resumed = subprocess.run(
-        [*cmd, "--resume", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [*cmd, "--resume", "--executor", "inline", "-q"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr
     assert_same_files(reference_run, run_files(out))
