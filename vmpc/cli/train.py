@@ -86,6 +86,16 @@ def _add_run_options(p: Any, stem: str) -> None:
     p.add_argument("--workers", type=int, help="solver processes (executor.workers)")
 
 
+def _add_resume_options(p: Any, stem: str) -> None:
+    add_out(p, None, f"run folder (default runs/{stem}-<algorithm>-<env>-<date>)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out after a kill: same config (only train.steps and "
+        "torch_threads may change); damaged checkpoints fall back to the last intact chunk",
+    )
+
+
 def cmd_train_dvp(args: argparse.Namespace) -> int:
     from learning.dvp.config import load_dvp_config
     from learning.dvp.trainer import train_dvp
@@ -160,6 +170,37 @@ def cmd_train_baseline(args: argparse.Namespace) -> int:
         f"{s['best_policy_cost_ratio_median']:.4f}); metrics.csv, convergence.png and "
         f"summary.json in {out}"
     )
+    return EXIT_OK
+
+
+def cmd_train_critic(args: argparse.Namespace) -> int:
+    from learning.critics.config import load_critic_config
+    from learning.critics.trainer import train_critic
+
+    if args.seeds < 1:
+        raise UsageError("--seeds must be >= 1")
+    cfg = load_critic_config(args.config, list(args.set or []))
+    if args.seeds > 1 and cfg.algorithm != "qlearning":
+        raise UsageError("--seeds > 1 is for Q-learning on the toy; use `vmpc eval critics`")
+    env = cfg.env.kind if cfg.env.kind == "toy1d" else cfg.env.system.kind
+    out = _run_folder(args, f"critic-{cfg.algorithm}-{env}")
+    res = train_critic(cfg, out, seeds=args.seeds, **_run_kwargs(args, cfg))
+    s = res.summary
+    kind = "first-order" if s["sobolev"] else "value-only"
+    print(f"vmpc train critic: {s['algorithm']} ({kind}) on {s['env']}, {s['wall_s']:.0f} s")
+    if cfg.algorithm == "qlearning":
+        print(
+            f"  {s['updates']} updates, {args.seeds} seed(s): Q* MSE {s['q_mse']:.3e}, "
+            f"grad_a Q* MSE {s['grad_a_mse']:.3e}, greedy policy MSE {s['policy_mse']:.3e}"
+        )
+    else:
+        print(
+            f"  {s['env_steps']} environment steps: held-out return {s['final_return_mean']:.2f}"
+            f" (best {s['best_return_mean']:.2f})"
+        )
+    print(f"  metrics.csv, curves.png and summary.json in {out}")
+    if args.export:
+        print(f"  critic value (value artifact) -> {args.export} and {out / 'value.pt'}")
     return EXIT_OK
 
 
@@ -248,3 +289,31 @@ def add_train_commands(sub: Any) -> None:
     add_set(b)
     add_quiet(b)
     b.set_defaults(func=cmd_train_baseline)
+    c = ts.add_parser(
+        "critic",
+        help="first-order (Sobolev) critics: Q-learning on the 1D toy, SAC / VG-SAC",
+        description="Trains an off-policy critic whose TD target is matched in value and in its "
+        "derivatives through a model's Jacobians (Schramm et al.; VG-SAC, Gurumurthy et al.). "
+        "algorithm: qlearning is the grid-max Q-learning of the 1D toy; algorithm: sac is SAC "
+        "on a swing-up whose data come from the 'real' system and whose Jacobians come from "
+        "sobolev.jacobians (nominal, exact or finite_difference). sobolev.enabled: false is the "
+        "value-only baseline, same code. Writes config.json, metrics.csv (held-out return or "
+        "the toy's errors to the optimum, losses, gradient weights, wall time, environment "
+        "steps), curves.png, summary.json and atomic checkpoints (--resume after a kill).",
+    )
+    add_config(c, None, "critic config, e.g. configs/critic_pendulum.yaml")
+    _add_resume_options(c, "critic")
+    c.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="Q-learning only: train this many independent critics together (seed, seed+1, ...)",
+    )
+    c.add_argument(
+        "--export",
+        help="SAC on a swing-up: also write the critic's state value -min Q(s, mu(s)), "
+        "distilled into the residual value network, as a value artifact here",
+    )
+    add_set(c)
+    add_quiet(c)
+    c.set_defaults(func=cmd_train_critic)

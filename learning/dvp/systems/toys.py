@@ -64,6 +64,19 @@ class _PinocchioToy(System):
         self.nx, self.nu, self.dt = self._state.nx, self._actuation.nu, dt
         self._w_x, self._w_u = np.asarray(w_x, float), np.asarray(w_u, float)
         self._u_lb, self._u_ub = np.asarray(u_lb, float), np.asarray(u_ub, float)
+        self._selection = np.zeros((model.nv, self.nu))  # [-] tau = S u
+        for col, joint in enumerate(range(model.nv) if actuated is None else [actuated]):
+            self._selection[joint, col] = 1.0
+
+    @property
+    def pin_model(self) -> pin.Model:
+        """The Pinocchio model (the critics' environments step it with their own friction)."""
+        return self._model
+
+    @property
+    def selection(self) -> np.ndarray:
+        """[-] (nv, nu): the joint torques are S u."""
+        return self._selection.copy()
 
     def state_layout(self) -> StateLayout:
         return StateLayout(robot=self.name, joint_names=list(self._model.names)[1:], nx=self.nx)
