@@ -149,6 +149,7 @@ def test_terminal_path_on_the_command_line_is_validated_before_the_run(workdir):
         assert loop.run(progress=False).summary.swaps[0]["accepted"]
 
 
+@pytest.mark.serial  # tick gaps in wallclock: no neighbouring test
 def test_wallclock_swap_from_another_thread_never_stalls_the_loop(workdir):
     """The swap is requested from a client thread while the loop runs in real time; loading and
     checking the file happen off the control path, so no tick waits for them."""

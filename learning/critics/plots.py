@@ -73,12 +73,21 @@ def plot_curves_with_bands(
     """One line per label: the mean over seeds with a min-max band; horizontal references."""
     fig, ax = _figure(1, width=7.0)
     a = ax[0][0]
+    means = []
     for label, runs in curves.items():
         n = min(len(r) for r in runs)
         x = np.array([p[0] for p in runs[0][:n]])
         y = np.array([[p[1] for p in r[:n]] for r in runs])
         a.plot(x, y.mean(0), label=f"{label} ({len(runs)} seeds)")
         a.fill_between(x, y.min(0), y.max(0), alpha=0.2)
+        means.append(y.mean(0))
+    # One diverged evaluation (a cart that runs away) would flatten every other curve: the axis
+    # stops a little below the 5th percentile of the mean curves.
+    flat = np.concatenate(means)
+    lo, hi = float(np.percentile(flat, 5)), float(flat.max())
+    if flat.min() < lo - 0.5 * (hi - lo):
+        a.set_ylim(lo - 0.15 * (hi - lo), hi + 0.05 * (hi - lo))
+        title += " (axis clipped)"
     for label, value in (reference or {}).items():
         a.axhline(value, ls="--", lw=1, color="k")
         a.annotate(label, (0.01, value), xycoords=("axes fraction", "data"), fontsize=8)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from mpc.errors import VmpcError
-from mpc.io import atomic_write_text, write_csv_rows
+from mpc.io import atomic_write_bytes, atomic_write_text, write_csv_rows
 from mpc.progress import progress_bar
 
 from ..checkpoint import RunFolder
@@ -84,6 +84,7 @@ def train_critic(
         start = _start(cfg, run, out, resume, log)
         run.save_config({**cfg.model_dump(mode="json"), "seeds": seeds}, config_text)
         torch.set_num_threads(cfg.torch_threads)
+        _last_plot[out] = time.monotonic()  # the first figure after PLOT_EVERY_S, or at the end
         if cfg.algorithm == "qlearning":
             return _train_toy(cfg, out, run, start, seeds, progress, log)
         return _train_sac(cfg, out, run, start, progress, log, export)
@@ -148,6 +149,7 @@ def _train_toy(cfg, out, run, start, seeds, progress, log) -> CriticResult:
                 f"updates {done}: Q* MSE {row['q_mse']:.3e}, grad_a Q* MSE "
                 f"{row['grad_a_mse']:.3e}, policy MSE {row['policy_mse']:.3e}"
             )
+    _write_outputs(cfg, out, metrics, final=True)
     summary = _summary(cfg, metrics, seeds)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     return CriticResult(out, metrics, summary)
@@ -275,6 +277,7 @@ def _train_sac(cfg, out, run, start, progress, log, export) -> CriticResult:
                 f" (min {row['return_min']:.2f}), critic gap {row['critic_gap']:.2f}, "
                 f"alpha {row.get('alpha', float('nan')):.3f}"
             )
+    _write_outputs(cfg, out, metrics, final=True)
     summary = _summary(cfg, metrics, 1)
     if export is not None:
         summary["value_fit"] = _export_value(
@@ -291,8 +294,9 @@ def _export_value(cfg, agent, env, replay, rng, paths: list[Path]) -> dict[str, 
     states = replay.chunk_since(0)["s"]
     states = states[rng.permutation(len(states))[:20_000]]
     layout = env.nominal_system.state_layout()
-    for path in paths:
-        _, fit = export_critic_value(agent, cfg, states, Path(path), layout=layout)
+    _, fit = export_critic_value(agent, cfg, states, Path(paths[0]), layout=layout)
+    for path in paths[1:]:  # the same bytes: one fit, one artifact
+        atomic_write_bytes(Path(path), Path(paths[0]).read_bytes())
     return {k: float(v) for k, v in fit.items()}
 
 
@@ -321,13 +325,24 @@ def _restore(run: RunFolder, start: int, agent, rng, metrics, replay=None) -> No
     torch.set_rng_state(it["torch_rng"])
 
 
-def _write_outputs(cfg: CriticConfig, out: Path, metrics: list[dict[str, Any]]) -> None:
+# curves.png is redrawn during a run at most this often [s] (a figure costs ~0.5-3 s), and
+# always at the end.
+PLOT_EVERY_S = 30.0
+_last_plot: dict[Path, float] = {}
+
+
+def _write_outputs(
+    cfg: CriticConfig, out: Path, metrics: list[dict[str, Any]], *, final: bool = False
+) -> None:
     from .plots import plot_run
 
     write_csv_rows(
         out / "metrics.csv", [{k: v for k, v in m.items() if k != "per_seed"} for m in metrics]
     )
-    plot_run(cfg, metrics, out / "curves.png")
+    now = time.monotonic()
+    if final or now - _last_plot.get(out, -math.inf) >= PLOT_EVERY_S:
+        plot_run(cfg, metrics, out / "curves.png")
+        _last_plot[out] = now
 
 
 def _summary(cfg: CriticConfig, metrics: list[dict[str, Any]], seeds: int) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import time
 import warnings
 
 import numpy as np
+import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
@@ -22,6 +23,9 @@ from mpc.bridge.client import BridgeClient
 from mpc.bridge.messages import encode
 
 from .conftest import run_bridge, wait_until
+
+# Rates of deadline misses are compared between windows of one run: no neighbouring test.
+pytestmark = pytest.mark.serial
 
 VALID_FORCE = 7.0  # [N] the only push magnitude a flooder sends in a valid command
 

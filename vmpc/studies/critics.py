@@ -281,9 +281,10 @@ def critics_study(
 
 def analyse(study: CriticsStudy) -> None:
     """The steps each variant's mean curve needs to first reach SAC's final mean return, and
-    the level half way to it from the first evaluation."""
+    the level half way to it from the start (the median of SAC's first five evaluations: one
+    early evaluation of a random policy can be far off)."""
     x, y = _mean_curve(study.variants["sac"])
-    level, half = float(y[-1]), 0.5 * float(y[0] + y[-1])
+    level, half = float(y[-1]), 0.5 * (float(np.median(y[:5])) + float(y[-1]))
     for v, runs in study.variants.items():
         xv, yv = _mean_curve(runs)
         study.reach[v] = _first_reach(xv, yv, level)
