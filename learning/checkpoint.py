@@ -315,6 +315,30 @@ class RunFolder:
             log(f"resuming {self.root} after iteration {start - 1}")
         return start
 
+    def begin(
+        self,
+        resume: bool,
+        differences: Callable[[dict[str, Any]], list[str]],
+        may_differ: tuple[str, ...],
+        iterations: int,
+        iterations_key: str,
+        what: str,
+        log: Callable[[str], None],
+    ) -> int:
+        """Where a run starts: 0 for a new run (a folder holding progress is refused: it is
+        ``what``, e.g. "a policy run"), or with ``resume`` after the last intact iteration, the
+        stored config compared by ``differences(stored)`` (:meth:`resume_point`)."""
+        if not resume:
+            if self.has_progress():
+                raise VmpcError(
+                    f"{self.root} already holds {what}: use --resume to continue it or another "
+                    "--out"
+                )
+            return 0
+        stored = self.stored_config()
+        diffs = [] if stored is None else differences(stored)
+        return self.resume_point(diffs, may_differ, iterations, iterations_key, log)
+
     def mark_completed(self, n: int) -> None:
         atomic_write_text(self.root / "state.json", json.dumps({"completed": n}))
 

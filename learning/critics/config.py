@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from mpc.config import load_yaml_model
 from sim.specs import Strict
 
-from ..configs import config_differences
 from ..envs.swingup import JACOBIAN_SOURCES, SwingUpSpec
 from .networks import ACTIVATIONS
 
@@ -20,7 +19,6 @@ __all__ = [
     "SobolevSpec",
     "Toy1DSpec",
     "load_critic_config",
-    "resume_differences",
 ]
 
 Activation = Literal["relu", "tanh", "leaky_relu", "elu"]
@@ -121,13 +119,14 @@ class CriticConfig(Strict):
     def horizon(self) -> int:
         return self.env.horizon
 
+    @property
+    def task_name(self) -> str:
+        """toy1d, swingup-pendulum or swingup-cartpole (summaries, studies, run folders)."""
+        return self.env.kind if self.env.kind == "toy1d" else f"swingup-{self.env.system.kind}"
+
 
 # Only these may change when a run resumes: they do not change what was computed so far.
 RESUME_MAY_DIFFER = ("train.steps", "torch_threads")
-
-
-def resume_differences(stored: dict[str, Any], cfg: CriticConfig) -> list[str]:
-    return config_differences(stored, cfg.model_dump(mode="json"), RESUME_MAY_DIFFER)
 
 
 def load_critic_config(path: str | Path, overrides: list[str] | None = None) -> CriticConfig:

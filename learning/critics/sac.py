@@ -74,12 +74,9 @@ class SACAgent:
         alpha = self.log_alpha.detach().exp()
         if self.cfg.sobolev.through_policy:
             a2, logp = self.actor.sample(s2, eps)
-        else:
+        else:  # a' and its log-probability held constant: no path through the actor
             with torch.no_grad():
-                a2, _ = self.actor.sample(s2.detach(), eps)
-            a2 = a2.detach()
-            _, logp = self.actor.sample(s2, eps)
-            logp = logp.detach()
+                a2, logp = self.actor.sample(s2.detach(), eps)
         q = torch.min(self.q1_targ(s2, a2), self.q2_targ(s2, a2))
         return q - alpha * logp
 

@@ -32,9 +32,10 @@ from mpc.io import atomic_write_bytes, atomic_write_text, write_csv_rows
 from mpc.progress import progress_bar
 
 from ..checkpoint import RunFolder
+from ..configs import config_differences
 from ..envs.swingup import SwingUpEnv
 from ..envs.toy1d import Toy1DEnv, toy1d_optimum
-from .config import RESUME_MAY_DIFFER, CriticConfig, resume_differences
+from .config import RESUME_MAY_DIFFER, CriticConfig
 from .qlearning import QLearningAgent, toy_errors
 from .replay import REPLAY_KEYS, ReplayBuffer
 from .sac import SACAgent
@@ -81,29 +82,21 @@ def train_critic(
         raise VmpcError("--export writes a SAC critic's state value: it needs a swing-up config")
     keys = REPLAY_KEYS if cfg.algorithm == "sac" else ()
     with RunFolder(out, keys, ()) as run:
-        start = _start(cfg, run, out, resume, log)
-        run.save_config({**cfg.model_dump(mode="json"), "seeds": seeds}, config_text)
+        resolved = {**cfg.model_dump(mode="json"), "seeds": seeds}  # the ensemble's shape too
+        start = run.begin(
+            resume,
+            lambda stored: config_differences(stored, resolved, RESUME_MAY_DIFFER),
+            RESUME_MAY_DIFFER,
+            _chunks(cfg),
+            "train.steps",
+            "a critic run",
+            log,
+        )
+        run.save_config(resolved, config_text)
         torch.set_num_threads(cfg.torch_threads)
-        _last_plot[out] = time.monotonic()  # the first figure after PLOT_EVERY_S, or at the end
         if cfg.algorithm == "qlearning":
             return _train_toy(cfg, out, run, start, seeds, progress, log)
         return _train_sac(cfg, out, run, start, progress, log, export)
-
-
-def _start(cfg: CriticConfig, run: RunFolder, out: Path, resume: bool, log) -> int:
-    if not resume:
-        if run.has_progress():
-            raise VmpcError(
-                f"{out} already holds a critic run: use --resume to continue it or another --out"
-            )
-        return 0
-    stored = run.stored_config()
-    diffs = (
-        []
-        if stored is None
-        else resume_differences({k: v for k, v in stored.items() if k != "seeds"}, cfg)
-    )
-    return run.resume_point(diffs, RESUME_MAY_DIFFER, _chunks(cfg), "train.steps", log)
 
 
 def _bar(total: int, done: int, progress: bool, desc: str) -> Any:
@@ -112,6 +105,7 @@ def _bar(total: int, done: int, progress: bool, desc: str) -> Any:
 
 # -- Q-learning on the toy ------------------------------------------------------------------------
 def _train_toy(cfg, out, run, start, seeds, progress, log) -> CriticResult:
+    outputs = _Outputs(cfg, out)
     torch.manual_seed(cfg.seed)
     agent = QLearningAgent(cfg, seeds)
     rng = np.random.default_rng(cfg.seed)
@@ -144,12 +138,12 @@ def _train_toy(cfg, out, run, start, seeds, progress, log) -> CriticResult:
             row["per_seed"] = err.tolist()  # kept in metrics.json, dropped from the CSV
             metrics.append(row)
             _save(run, k, {}, agent, rng, row)
-            _write_outputs(cfg, out, metrics)
+            outputs.write(metrics)
             log(
                 f"updates {done}: Q* MSE {row['q_mse']:.3e}, grad_a Q* MSE "
                 f"{row['grad_a_mse']:.3e}, policy MSE {row['policy_mse']:.3e}"
             )
-    _write_outputs(cfg, out, metrics, final=True)
+    outputs.write(metrics, final=True)
     summary = _summary(cfg, metrics, seeds)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     return CriticResult(out, metrics, summary)
@@ -195,6 +189,7 @@ def evaluate_policy(
 
 
 def _train_sac(cfg, out, run, start, progress, log, export) -> CriticResult:
+    outputs = _Outputs(cfg, out)
     env = make_env(cfg)
     eval_env = make_env(cfg)
     starts = held_out_starts(cfg, eval_env)
@@ -271,13 +266,13 @@ def _train_sac(cfg, out, run, start, progress, log, export) -> CriticResult:
             jacobian_s = 0.0
             metrics.append(row)
             _save(run, k, replay.chunk_since(first), agent, rng, row)
-            _write_outputs(cfg, out, metrics)
+            outputs.write(metrics)
             log(
                 f"steps {replay.size}: return {row['return_mean']:.2f} +- {row['return_std']:.2f}"
                 f" (min {row['return_min']:.2f}), critic gap {row['critic_gap']:.2f}, "
                 f"alpha {row.get('alpha', float('nan')):.3f}"
             )
-    _write_outputs(cfg, out, metrics, final=True)
+    outputs.write(metrics, final=True)
     summary = _summary(cfg, metrics, 1)
     if export is not None:
         summary["value_fit"] = _export_value(
@@ -325,30 +320,31 @@ def _restore(run: RunFolder, start: int, agent, rng, metrics, replay=None) -> No
     torch.set_rng_state(it["torch_rng"])
 
 
-# curves.png is redrawn during a run at most this often [s] (a figure costs ~0.5-3 s), and
-# always at the end.
-PLOT_EVERY_S = 30.0
-_last_plot: dict[Path, float] = {}
+class _Outputs:
+    """metrics.csv after every chunk; curves.png at most every PLOT_EVERY_S seconds (a figure
+    costs 0.5-3 s) and at the end."""
 
+    PLOT_EVERY_S = 30.0
 
-def _write_outputs(
-    cfg: CriticConfig, out: Path, metrics: list[dict[str, Any]], *, final: bool = False
-) -> None:
-    from .plots import plot_run
+    def __init__(self, cfg: CriticConfig, out: Path) -> None:
+        self.cfg, self.out = cfg, out
+        self._plotted = time.monotonic()  # the first figure after PLOT_EVERY_S, or at the end
 
-    write_csv_rows(
-        out / "metrics.csv", [{k: v for k, v in m.items() if k != "per_seed"} for m in metrics]
-    )
-    now = time.monotonic()
-    if final or now - _last_plot.get(out, -math.inf) >= PLOT_EVERY_S:
-        plot_run(cfg, metrics, out / "curves.png")
-        _last_plot[out] = now
+    def write(self, metrics: list[dict[str, Any]], *, final: bool = False) -> None:
+        from .plots import plot_run
+
+        rows = [{k: v for k, v in m.items() if k != "per_seed"} for m in metrics]
+        write_csv_rows(self.out / "metrics.csv", rows)
+        now = time.monotonic()
+        if final or now - self._plotted >= self.PLOT_EVERY_S:
+            plot_run(self.cfg, metrics, self.out / "curves.png")
+            self._plotted = now
 
 
 def _summary(cfg: CriticConfig, metrics: list[dict[str, Any]], seeds: int) -> dict[str, Any]:
     last = metrics[-1]
     out: dict[str, Any] = {
-        "env": cfg.env.kind if cfg.env.kind == "toy1d" else f"swingup-{cfg.env.system.kind}",
+        "env": cfg.task_name,
         "algorithm": cfg.algorithm,
         "sobolev": cfg.sobolev.enabled,
         "jacobians": cfg.sobolev.jacobians if cfg.sobolev.enabled else None,

@@ -282,23 +282,25 @@ def train_plal(
         return _train(cfg, out, run, resume, progress, export, config_text, log)
 
 
-def _start(cfg: PLALConfig, run: RunFolder, out: Path, resume: bool, log) -> int:
+def _start(cfg: PLALConfig, run: RunFolder, resume: bool, log) -> int:
+    start = run.begin(
+        resume,
+        lambda stored: resume_differences(stored, cfg),
+        RESUME_MAY_DIFFER,
+        cfg.iterations,
+        "iterations",
+        "a policy run",
+        log,
+    )
     if not resume:
-        if run.has_progress():
-            raise VmpcError(
-                f"{out} already holds a policy run: use --resume to continue it or another --out"
-            )
         run.drop_validation()
-        return 0
-    stored = run.stored_config()
-    diffs = [] if stored is None else resume_differences(stored, cfg)
-    return run.resume_point(diffs, RESUME_MAY_DIFFER, cfg.iterations, "iterations", log)
+    return start
 
 
 def _train(cfg, out, run, resume, progress, export, config_text, log) -> PLALResult:
     from .plots import plot_convergence
 
-    start = _start(cfg, run, out, resume, log)
+    start = _start(cfg, run, resume, log)
     run.save_config(cfg.model_dump(mode="json"), config_text)
     torch.set_num_threads(1)  # small fits; one thread keeps them bit-reproducible
     alg, P = cfg.algorithm, cfg.problems

@@ -71,29 +71,24 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_run_options(p: Any, stem: str) -> None:
-    add_out(p, None, f"run folder (default runs/{stem}-<system>-<date>)")
+def _add_out_and_resume(p: Any, default: str, may_change: str) -> None:
+    """--out and --resume; ``may_change``: what a resumed config may change."""
+    add_out(p, None, f"run folder (default runs/{default}-<date>)")
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out after a kill: same config (only executor.* and the "
-        "iteration count may change), damaged checkpoints fall back to the last intact iteration",
+        help=f"continue the run in --out after a kill: same config (only {may_change} may "
+        "change); damaged checkpoints fall back to the last intact iteration",
     )
+
+
+def _add_run_options(p: Any, stem: str) -> None:
+    _add_out_and_resume(p, f"{stem}-<system>", "executor.* and the iteration count")
     p.add_argument(
         "--executor", choices=["local", "ray", "inline"], help="executor.kind (inline: no workers)"
     )
     p.add_argument("--address", help="Ray cluster address (executor.address)")
     p.add_argument("--workers", type=int, help="solver processes (executor.workers)")
-
-
-def _add_resume_options(p: Any, stem: str) -> None:
-    add_out(p, None, f"run folder (default runs/{stem}-<algorithm>-<env>-<date>)")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out after a kill: same config (only train.steps and "
-        "torch_threads may change); damaged checkpoints fall back to the last intact chunk",
-    )
 
 
 def cmd_train_dvp(args: argparse.Namespace) -> int:
@@ -182,8 +177,7 @@ def cmd_train_critic(args: argparse.Namespace) -> int:
     cfg = load_critic_config(args.config, list(args.set or []))
     if args.seeds > 1 and cfg.algorithm != "qlearning":
         raise UsageError("--seeds > 1 is for Q-learning on the toy; use `vmpc eval critics`")
-    env = cfg.env.kind if cfg.env.kind == "toy1d" else cfg.env.system.kind
-    out = _run_folder(args, f"critic-{cfg.algorithm}-{env}")
+    out = _run_folder(args, f"critic-{cfg.algorithm}-{cfg.task_name}")
     res = train_critic(cfg, out, seeds=args.seeds, **_run_kwargs(args, cfg))
     s = res.summary
     kind = "first-order" if s["sobolev"] else "value-only"
@@ -302,7 +296,7 @@ def add_train_commands(sub: Any) -> None:
         "steps), curves.png, summary.json and atomic checkpoints (--resume after a kill).",
     )
     add_config(c, None, "critic config, e.g. configs/critic_pendulum.yaml")
-    _add_resume_options(c, "critic")
+    _add_out_and_resume(c, "critic-<algorithm>-<task>", "train.steps and torch_threads")
     c.add_argument(
         "--seeds",
         type=int,

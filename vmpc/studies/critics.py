@@ -121,28 +121,27 @@ def toy_table(
     log: Callable[[str], None] = lambda _m: None,
 ) -> ToyTable:
     base = list(overrides or [])
-    jobs, names = [], []
+    jobs, names, cfgs = [], [], []
     for critic in ("mlp", "quadratic"):  # the slow rows first, so two workers overlap them
         extra = [f"critic.kind={critic}"] + (
             list(quadratic_overrides or []) if critic == "quadratic" else []
         )
         for method in ("baseline", "sobolev"):
             ov = [*base, *extra, f"sobolev.enabled={method == 'sobolev'}"]
-            load_critic_config(config, ov)  # a bad override fails here, before any work
+            cfgs.append(load_critic_config(config, ov))  # a bad override fails before any work
             name = f"{critic}/{method}"
             names.append(name)
             jobs.append((str(config), ov, str(out / name.replace("/", "-")), seeds))
     t0 = time.perf_counter()
     table = ToyTable(seeds=seeds)
     summaries = _run_all(jobs, workers, lambda i, s: log(f"{names[i]} done ({s['wall_s']:.0f} s)"))
-    for name, job, s in zip(names, jobs, summaries, strict=True):
-        cfg = load_critic_config(job[0], job[1])
+    for name, cfg, s in zip(names, cfgs, summaries, strict=True):
         table.rows[name] = s
         table.steps[name] = cfg.train.steps
         table.lr[name] = cfg.train.lr
     table.wall_s = time.perf_counter() - t0
     atomic_write_text(out / "table.json", json.dumps(table.__dict__, indent=1))
-    _plot_slices(jobs, names, out / "slices.png")
+    _plot_slices(jobs, cfgs, names, out / "slices.png")
     return table
 
 
@@ -168,7 +167,7 @@ def format_toy_table(t: ToyTable) -> str:
     return "\n".join(lines)
 
 
-def _plot_slices(jobs, names, path: Path) -> None:
+def _plot_slices(jobs, cfgs, names, path: Path) -> None:
     """Q(s, .) of seed 0 of each row against Q* at s = 0 and s = 0.5 (the paper's Fig. 1)."""
     import matplotlib
 
@@ -181,21 +180,23 @@ def _plot_slices(jobs, names, path: Path) -> None:
     from learning.envs.toy1d import toy1d_optimum
     from mpc.io import save_figure
 
+    critics = []  # each row's final critic, read once from its last checkpoint
+    for (_, _, folder, seeds), cfg in zip(jobs, cfgs, strict=True):
+        agent = QLearningAgent(cfg, seeds)
+        with RunFolder(Path(folder), (), ()) as run:
+            last = run.completed() - 1
+            agent.load_state_dict(run.load_iteration(last, dataset=False)["model"])
+        critics.append((agent.q, seeds))
     opt = toy1d_optimum()
     a = np.linspace(-1, 1, 201)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, s0 in zip(axes, (0.0, 0.5), strict=True):
         ax.plot(a, opt.q(np.full_like(a, s0), a), "k", lw=2, label="Q*")
-        for (path_cfg, ov, folder, seeds), name in zip(jobs, names, strict=True):
-            cfg = load_critic_config(path_cfg, ov)
-            agent = QLearningAgent(cfg, seeds)
-            with RunFolder(Path(folder), (), ()) as run:
-                last = run.completed() - 1
-                agent.load_state_dict(run.load_iteration(last, dataset=False)["model"])
+        for (q_fn, seeds), name in zip(critics, names, strict=True):
             with torch.no_grad():
                 st = torch.full((seeds, len(a), 1), s0)
                 at = torch.as_tensor(np.broadcast_to(a, (seeds, len(a)))[..., None].copy()).float()
-                q = agent.q(st, at)[0].numpy()
+                q = q_fn(st, at)[0].numpy()
             ax.plot(a, q, "--" if name.endswith("baseline") else "-", label=name)
         ax.set_title(f"Q(s={s0}, a)")
         ax.set_xlabel("a")
@@ -259,8 +260,7 @@ def critics_study(
             jobs.append((str(config), ov, str(out / f"{v}-seed{seed}"), 1))
             keys.append(v)
     t0 = time.perf_counter()
-    env_name = cfg.env.kind if cfg.env.kind == "toy1d" else f"swingup-{cfg.env.system.kind}"
-    study = CriticsStudy(env=env_name, seeds=seeds, steps=cfg.train.steps)
+    study = CriticsStudy(env=cfg.task_name, seeds=seeds, steps=cfg.train.steps)
 
     def done(i: int, s: dict[str, Any]) -> None:
         log(f"{keys[i]} {jobs[i][1][-1]}: final return {s['final_return_mean']:.2f}")
