@@ -9,7 +9,7 @@ from typing import Any
 
 from mpc.errors import ConfigError
 
-__all__ = ["config_differences", "prepare_system"]
+__all__ = ["config_differences", "prepare_system", "resolve_arm_config"]
 
 
 def prepare_system(raw: dict[str, Any], path: Path, kinds: tuple[str, ...]) -> None:
@@ -23,10 +23,16 @@ def prepare_system(raw: dict[str, Any], path: Path, kinds: tuple[str, ...]) -> N
         raise ConfigError(
             str(path), "system.kind", f"unknown system {system.get('kind')!r} ({' | '.join(kinds)})"
         )
-    if system.get("kind") == "arm" and isinstance(system.get("config"), str):
-        cfg_path = Path(system["config"])
+    resolve_arm_config(system, path)
+
+
+def resolve_arm_config(section: dict[str, Any], path: Path) -> None:
+    """An arm's MPC config (``section["config"]``) is found from the working directory, or else
+    from the training config's folder."""
+    if section.get("kind") == "arm" and isinstance(section.get("config"), str):
+        cfg_path = Path(section["config"])
         if not cfg_path.is_absolute() and not cfg_path.exists():
-            system["config"] = str((path.parent / cfg_path).resolve())
+            section["config"] = str((path.parent / cfg_path).resolve())
 
 
 def _flatten(raw: Any, prefix: str = "") -> dict[str, Any]:

@@ -31,6 +31,16 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
+def central_difference(f: Callable[[np.ndarray], Any], x: np.ndarray, eps: float = 1e-6) -> Any:
+    """The Jacobian of f at x by central differences, one column per coordinate of x."""
+    cols = []
+    for i in range(len(x)):
+        e = np.zeros(len(x))
+        e[i] = eps
+        cols.append((np.asarray(f(x + e)) - np.asarray(f(x - e))) / (2 * eps))
+    return np.stack(cols, axis=-1)
+
+
 def random_configuration(
     rng: np.random.Generator, lower: np.ndarray, upper: np.ndarray
 ) -> np.ndarray:

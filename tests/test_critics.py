@@ -21,6 +21,8 @@ from learning.envs.swingup import SwingUpEnv, SwingUpSpec
 from learning.envs.toy1d import Toy1DEnv, toy1d_optimum, toy_derivatives, toy_reward
 from mpc.value.artifact import load_value_model
 
+from .conftest import central_difference
+
 REAL = {
     "pendulum": {"overrides": {"mass": 1.5}, "damping": 0.3, "coulomb": 0.2, "deadband": 0.3},
     "cartpole": {
@@ -32,15 +34,6 @@ REAL = {
 }
 
 
-def _central(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    cols = []
-    for i in range(len(x)):
-        e = np.zeros(len(x))
-        e[i] = eps
-        cols.append((np.asarray(f(x + e)) - np.asarray(f(x - e))) / (2 * eps))
-    return np.stack(cols, axis=-1)
-
-
 @pytest.mark.parametrize("kind", ["pendulum", "cartpole"])
 def test_swingup_jacobians_match_finite_differences(kind: str, rng) -> None:
     env = SwingUpEnv(SwingUpSpec(system={"kind": kind}, real=REAL[kind]))
@@ -50,15 +43,15 @@ def test_swingup_jacobians_match_finite_differences(kind: str, rng) -> None:
         u = rng.uniform(0.5, 1.0, env.nu) * rng.choice([-1, 1], env.nu)  # away from the deadband
         f_x, f_u, r_x, r_u = env.derivatives(x, u, "exact")
         step = env.real.step
-        np.testing.assert_allclose(f_x, _central(lambda y, u=u: step(y, u), x), atol=1e-6)  # noqa: B023
-        np.testing.assert_allclose(f_u, _central(lambda v, x=x: step(x, v), u), atol=1e-6)  # noqa: B023
+        np.testing.assert_allclose(f_x, central_difference(lambda y, u=u: step(y, u), x), atol=1e-6)  # noqa: B023
+        np.testing.assert_allclose(f_u, central_difference(lambda v, x=x: step(x, v), u), atol=1e-6)  # noqa: B023
 
         def cost(y, v):
             env._nominal.calc(env._nominal_data, y, v)
             return -env._nominal_data.cost
 
-        np.testing.assert_allclose(r_x, _central(lambda y, u=u: cost(y, u), x), atol=1e-6)
-        np.testing.assert_allclose(r_u, _central(lambda v, x=x: cost(x, v), u), atol=1e-6)
+        np.testing.assert_allclose(r_x, central_difference(lambda y, u=u: cost(y, u), x), atol=1e-6)
+        np.testing.assert_allclose(r_u, central_difference(lambda v, x=x: cost(x, v), u), atol=1e-6)
         # Without a mismatch the real dynamics are Crocoddyl's own, values and Jacobians.
         exact._nominal.calc(exact._nominal_data, x, u)
         np.testing.assert_allclose(exact.real.step(x, u), exact._nominal_data.xnext, atol=1e-12)
@@ -77,8 +70,9 @@ def test_toy_derivatives_and_optimum(rng) -> None:
     s, a = rng.uniform(-1, 1, 2)
     f_x, f_u, r_x, r_u = toy_derivatives(s, a)
     assert f_x[0, 0] == 0 and f_u[0, 0] == 1
-    np.testing.assert_allclose(r_x, _central(lambda y: toy_reward(y[0], a), np.array([s])))
-    np.testing.assert_allclose(r_u, _central(lambda v: toy_reward(s, v[0]), np.array([a])))
+    fd = central_difference
+    np.testing.assert_allclose(r_x, fd(lambda y: toy_reward(y[0], a), np.array([s])))
+    np.testing.assert_allclose(r_u, fd(lambda v: toy_reward(s, v[0]), np.array([a])))
     opt = toy1d_optimum()
     # Bellman: V*(s) = max_a Q*(s, a), reached at a*(s), on a grid finer than the solver's.
     ss, acts = np.linspace(-1, 1, 41), np.linspace(-1, 1, 4001)
@@ -238,3 +232,26 @@ def test_cli_trains_the_toy_and_refuses_bad_configs(tmp_path, cli) -> None:
             "train", "critic", *config, *args, "--set", "train.steps=1", "--out", tmp_path / "bad"
         )
         assert code != 0 and culprit in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_study_analysis_reads_reach_ratios_off_the_mean_curves() -> None:
+    from vmpc.studies.critics import CriticsStudy, analyse, format_critics
+
+    def run(*ys: float) -> dict:
+        return {
+            "final_return_mean": ys[-1],
+            "curve": [[1000 * (i + 1), y] for i, y in enumerate(ys)],
+        }
+
+    study = CriticsStudy(env="toy", seeds=2, steps=6000)
+    study.variants = {
+        "sac": [run(-9, -9, -8, -6, -5, -4), run(-9, -9, -8, -6, -5, -2)],  # final mean -3
+        "vg-sac": [run(-9, -6, -3, -3, -3, -3), run(-9, -6, -3, -3, -3, -3)],
+    }
+    analyse(study)
+    assert study.reach["sac_final_level"] == -3.0
+    assert study.reach["sac"] == 6000 and study.reach["vg-sac"] == 3000
+    assert study.reach_half["level"] == -5.5  # half way from the median of the first five (-8)
+    assert study.reach_best["level"] == -3.0 and study.reach_best["vg-sac"] == 3000
+    table = format_critics(study)
+    assert "0.50" in table.splitlines()[-2]  # vg-sac: half SAC's steps

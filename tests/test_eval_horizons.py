@@ -3,6 +3,7 @@ the command (with a worker pool), and the pure parts (configs, aggregation, epis
 
 import json
 import pickle
+import shutil
 import subprocess
 import sys
 
@@ -19,6 +20,7 @@ from vmpc.studies.horizons import (
     Episode,
     PushSetup,
     RunRow,
+    StudySettings,
     aggregate,
     draw_episodes,
     parse_controllers,
@@ -87,6 +89,7 @@ def test_study_end_to_end_and_workers_agree(tmp_path, monkeypatch, capsys):
         "config",
         "overrides",
         "value",
+        "more_values",
         "seed",
         "seed_stream",
         "settings",
@@ -238,15 +241,41 @@ def test_episodes_are_held_out_seeded_and_valid():
         )
 
 
+def test_two_values_side_by_side_in_one_study(tmp_path, monkeypatch, capsys):
+    """--value a.pt b.pt: T-learned2 ends in the second; the same weights under two names give
+    the same closed loop, run for run."""
+    (tmp_path / "models").mkdir()
+    make_artifact(tmp_path / "models/v.pt", load_config(IIWA))
+    shutil.copy(tmp_path / "models/v.pt", tmp_path / "models/w.pt")
+    monkeypatch.chdir(tmp_path)
+    args = _study_args("two", 1, local_config(tmp_path))
+    args[args.index("models/v.pt") + 1 : args.index("models/v.pt") + 1] = ["models/w.pt"]
+    i = args.index("--controllers")
+    args[i + 1 : i + 4] = ["T5-learned", "T5-learned2", "T10-quadratic"]
+    assert main([*args, "--starts", "1", "--no-push", "--no-plots"]) == 0
+    assert "value 2 (*-learned2) models/w.pt" in capsys.readouterr().out
+    res = json.loads((tmp_path / "two/horizons.json").read_text())
+    assert res["more_values"][0]["path"] == "models/w.pt"
+    assert res["controller_overrides"]["T5-learned2"][1] == 'ocp.terminal.kind="models/w.pt"'
+    cost = {r["controller"]: r["closed_loop_cost"] for r in res["runs"]}
+    assert cost["T5-learned"] == cost["T5-learned2"] != cost["T10-quadratic"]
+    assert main([*args[:-1], "--sweep", "-q"]) == 2  # a sweep takes one value
+
+
 def test_override_spelling_and_controller_labels():
     for x in (1e-05, -3.2e-07, 0.1, 2.0, 1e20, 123456.789):
         assert yaml.safe_load(f"[{_yaml_float(x)}]") == [x]
     specs = parse_controllers(["T10-learned", "T200-quadratic"])
-    assert specs[0].overrides("models/v.pt") == [
+    assert specs[0].overrides(["models/v.pt"]) == [
         "ocp.horizon=10",
         'ocp.terminal.kind="models/v.pt"',
     ]
-    for bad in (["T10-foo"], ["T0-none"], ["T10-none", "T10-none"], []):
+    second = parse_controllers(["T10-learned2"])[0]
+    assert second.value_index == 1 and specs[1].value_index is None
+    assert second.terminal_kind(["a.pt", "b.pt"]) == "b.pt"
+    with pytest.raises(VmpcError, match="ends in value 2, but --value gives 1"):
+        StudySettings(config=IIWA, value="a.pt", controllers=("T10-learned2",)).check()
+    for bad in (["T10-foo"], ["T0-none"], ["T10-none", "T10-none"], [], ["T10-learned1"]):
         with pytest.raises(VmpcError):
             parse_controllers(bad)
 
@@ -256,7 +285,7 @@ def test_run_config_is_typed_and_equals_its_replay_overrides():
     base = load_config(IIWA, user)
     q0 = [x + 1e-05 for x in base.robot.q0]
     ep = Episode(0, q0, [0.5, 0.1, 0.5], [1e-05, -30.0, 2.5], 123, [0.0] * 3, 0.3)
-    kw = {"value": "models/v.pt", "duration_s": 0.7, "replan_every": 5, "push": PushSetup()}
+    kw = {"values": ["models/v.pt"], "duration_s": 0.7, "replan_every": 5, "push": PushSetup()}
     before = base.model_dump()
     for variant in ("no_push", "push"):
         for spec in parse_controllers(["T10-learned", "T30-none"]):

@@ -10,6 +10,8 @@ from pydantic import Field, model_validator
 from mpc.config import load_yaml_model
 from sim.specs import Strict
 
+from ..configs import resolve_arm_config
+from ..envs.arm import ARM_JACOBIAN_SOURCES, ArmReachSpec
 from ..envs.swingup import JACOBIAN_SOURCES, SwingUpSpec
 from .networks import ACTIVATIONS
 
@@ -79,6 +81,12 @@ class TrainSpec(Strict):
     alpha: float | Literal["auto"] = Field(
         default="auto", description="SAC entropy weight, or auto (target entropy -dim(a))"
     )
+    alpha_init: float = Field(
+        default=1.0,
+        gt=0,
+        description="auto: the starting entropy weight (small where rewards are small: the "
+        "arm's cost is ~0.05 per knot, the entropy of 7 actions is ~7)",
+    )
     learning_starts: int = Field(default=1000, ge=0, description="uniform random actions first")
     grid: int = Field(default=100, ge=2, description="Q-learning: actions of the max")
 
@@ -90,7 +98,7 @@ class EvalSpec(Strict):
 
 
 class CriticConfig(Strict):
-    env: Annotated[Toy1DSpec | SwingUpEnvSpec, Field(discriminator="kind")]
+    env: Annotated[Toy1DSpec | SwingUpEnvSpec | ArmReachSpec, Field(discriminator="kind")]
     algorithm: Literal["qlearning", "sac"] = "sac"
     sobolev: SobolevSpec = Field(default_factory=SobolevSpec)
     critic: CriticSpec = Field(default_factory=CriticSpec)
@@ -108,6 +116,11 @@ class CriticConfig(Strict):
             raise ValueError("critic.kind: quadratic is the 1D toy's six-parameter critic")
         if self.env.kind == "swingup" and self.sobolev.jacobians not in JACOBIAN_SOURCES:
             raise ValueError(f"sobolev.jacobians must be one of {JACOBIAN_SOURCES}")
+        if self.env.kind == "arm" and self.sobolev.jacobians not in ARM_JACOBIAN_SOURCES:
+            raise ValueError(
+                f"sobolev.jacobians: {self.sobolev.jacobians} is not available on the arm "
+                f"(PyBullet gives no derivatives); use {' or '.join(ARM_JACOBIAN_SOURCES)}"
+            )
         if self.algorithm == "sac" and self.eval.every % self.horizon:
             raise ValueError(
                 f"eval.every ({self.eval.every}) must be a multiple of the episode length "
@@ -121,8 +134,13 @@ class CriticConfig(Strict):
 
     @property
     def task_name(self) -> str:
-        """toy1d, swingup-pendulum or swingup-cartpole (summaries, studies, run folders)."""
-        return self.env.kind if self.env.kind == "toy1d" else f"swingup-{self.env.system.kind}"
+        """toy1d, swingup-pendulum, swingup-cartpole or arm-<robot> (summaries, studies, run
+        folders)."""
+        if self.env.kind == "toy1d":
+            return "toy1d"
+        if self.env.kind == "arm":
+            return "arm-reach"
+        return f"swingup-{self.env.system.kind}"
 
 
 # Only these may change when a run resumes: they do not change what was computed so far.
@@ -130,6 +148,14 @@ RESUME_MAY_DIFFER = ("train.steps", "torch_threads")
 
 
 def load_critic_config(path: str | Path, overrides: list[str] | None = None) -> CriticConfig:
+    def prepare(raw: dict, file: Path) -> None:
+        if isinstance(raw.get("env"), dict):
+            resolve_arm_config(raw["env"], file)
+
     return load_yaml_model(
-        Path(path), CriticConfig, overrides or [], drop=("toy1d", "swingup", "pendulum", "cartpole")
+        Path(path),
+        CriticConfig,
+        overrides or [],
+        prepare=prepare,
+        drop=("toy1d", "swingup", "pendulum", "cartpole", "arm"),
     )

@@ -57,7 +57,7 @@ def plot_run(cfg: Any, metrics: Sequence[dict[str, Any]], path: Path) -> None:
         ax[0][2].set_title("gradient weights, temperature")
         for a in ax[0]:
             a.set_xlabel("environment steps")
-        fig.suptitle(f"SAC on {cfg.env.kind}, Sobolev {cfg.sobolev.enabled}")
+        fig.suptitle(f"SAC on {cfg.task_name}, Sobolev {cfg.sobolev.enabled}")
     save_figure(fig, path)
 
 

@@ -21,6 +21,7 @@ One :meth:`SACAgent.update` on a minibatch, top to bottom:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -51,7 +52,7 @@ class SACAgent:
         self.q_optim = torch.optim.Adam(self.critic_params, lr=t.lr)
         self.pi_optim = torch.optim.Adam(self.actor.parameters(), lr=t.lr)
         self.auto_alpha = t.alpha == "auto"
-        init = 0.0 if t.alpha == "auto" else float(torch.log(torch.tensor(float(t.alpha))))
+        init = math.log(t.alpha_init if t.alpha == "auto" else float(t.alpha))
         self.log_alpha = torch.tensor(init, requires_grad=self.auto_alpha)
         self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=t.lr)
         self.target_entropy = -float(nu)

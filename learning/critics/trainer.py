@@ -33,6 +33,7 @@ from mpc.progress import progress_bar
 
 from ..checkpoint import RunFolder
 from ..configs import config_differences
+from ..envs.arm import ArmReachEnv
 from ..envs.swingup import SwingUpEnv
 from ..envs.toy1d import Toy1DEnv, toy1d_optimum
 from .config import RESUME_MAY_DIFFER, CriticConfig
@@ -50,9 +51,14 @@ class CriticResult:
     summary: dict[str, Any]
 
 
-def make_env(cfg: CriticConfig) -> SwingUpEnv | Toy1DEnv:
+Env = SwingUpEnv | ArmReachEnv | Toy1DEnv
+
+
+def make_env(cfg: CriticConfig) -> Env:
     if cfg.env.kind == "toy1d":
         return Toy1DEnv(cfg.env.horizon)
+    if cfg.env.kind == "arm":
+        return ArmReachEnv(cfg.env)
     return SwingUpEnv(cfg.env)
 
 
@@ -78,8 +84,10 @@ def train_critic(
     out = Path(out)
     if seeds > 1 and cfg.algorithm != "qlearning":
         raise VmpcError("several seeds in one run is for Q-learning on the toy; run SAC per seed")
-    if export is not None and (cfg.algorithm != "sac" or cfg.env.kind != "swingup"):
-        raise VmpcError("--export writes a SAC critic's state value: it needs a swing-up config")
+    if export is not None and (cfg.algorithm != "sac" or cfg.env.kind == "toy1d"):
+        raise VmpcError(
+            "--export writes a SAC critic's state value: it needs a swing-up or arm config"
+        )
     keys = REPLAY_KEYS if cfg.algorithm == "sac" else ()
     with RunFolder(out, keys, ()) as run:
         resolved = {**cfg.model_dump(mode="json"), "seeds": seeds}  # the ensemble's shape too
@@ -154,7 +162,7 @@ def _spread(key: str, values: np.ndarray) -> dict[str, float]:
 
 
 # -- SAC / VG-SAC -------------------------------------------------------------------------------
-def held_out_starts(cfg: CriticConfig, env: SwingUpEnv | Toy1DEnv) -> list[np.ndarray]:
+def held_out_starts(cfg: CriticConfig, env: Env) -> list[np.ndarray]:
     """The evaluation episodes' start states: drawn once from eval.seed, never a training draw."""
     starts = []
     for i in range(cfg.eval.episodes):
@@ -164,7 +172,7 @@ def held_out_starts(cfg: CriticConfig, env: SwingUpEnv | Toy1DEnv) -> list[np.nd
 
 
 def evaluate_policy(
-    env: SwingUpEnv | Toy1DEnv,
+    env: Env,
     act: Callable[[np.ndarray], np.ndarray],
     starts: list[np.ndarray],
     gamma: float,
@@ -288,8 +296,7 @@ def _export_value(cfg, agent, env, replay, rng, paths: list[Path]) -> dict[str, 
 
     states = replay.chunk_since(0)["s"]
     states = states[rng.permutation(len(states))[:20_000]]
-    layout = env.nominal_system.state_layout()
-    _, fit = export_critic_value(agent, cfg, states, Path(paths[0]), layout=layout)
+    _, fit = export_critic_value(agent, cfg, env, states, Path(paths[0]))
     for path in paths[1:]:  # the same bytes: one fit, one artifact
         atomic_write_bytes(Path(path), Path(paths[0]).read_bytes())
     return {k: float(v) for k, v in fit.items()}

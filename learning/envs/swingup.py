@@ -18,7 +18,7 @@ almost everywhere), so "upright" is one state, not one per turn.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, SupportsFloat
+from typing import Annotated, Any
 
 import crocoddyl
 import gymnasium as gym
@@ -26,10 +26,12 @@ import numpy as np
 import pinocchio as pin
 from pydantic import Field, model_validator
 
+from mpc.value.artifact import StateLayout
 from sim.specs import Strict
 
 from ..dvp.systems import CartpoleSpec, PendulumSpec, make_system
 from ..dvp.systems.toys import _PinocchioToy
+from .episodic import StateEpisodeEnv
 
 __all__ = [
     "JACOBIAN_SOURCES",
@@ -142,7 +144,7 @@ class FrictionDynamics:
         return np.vstack([dqn, dvn]), fu
 
 
-class SwingUpEnv(gym.Env[np.ndarray, np.ndarray]):
+class SwingUpEnv(StateEpisodeEnv):
     """A swing-up episode of ``spec.horizon`` steps from near the hanging state.
 
     Observation: the state x = [q, v] (float32, angles wrapped). Action: u in the control box
@@ -155,10 +157,6 @@ class SwingUpEnv(gym.Env[np.ndarray, np.ndarray]):
     model (VG-SAC-FD: finite differences of a black box).
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
-    action_space: gym.spaces.Box
-    observation_space: gym.spaces.Box
-
     def __init__(self, spec: SwingUpSpec) -> None:
         self.task = spec  # not .spec: gymnasium's EnvSpec lives there
         nominal = make_system(spec.system)
@@ -166,7 +164,8 @@ class SwingUpEnv(gym.Env[np.ndarray, np.ndarray]):
         real = make_system(type(spec.system).model_validate(real_spec.model_dump()))
         assert isinstance(nominal, _PinocchioToy) and isinstance(real, _PinocchioToy)
         self.nominal_system = nominal  # its state_layout() names the value artifacts' inputs
-        self.nx, self.nu, self.dt = nominal.nx, nominal.nu, nominal.dt
+        super().__init__(nominal.nx, spec.horizon)
+        self.nu, self.dt = nominal.nu, nominal.dt
         self._nominal = nominal.running_model()
         self._nominal_data = self._nominal.createData()
         self._numdiff = crocoddyl.ActionModelNumDiff(self._nominal, True)
@@ -180,53 +179,27 @@ class SwingUpEnv(gym.Env[np.ndarray, np.ndarray]):
         bound[self.angles] = math.pi
         self.observation_space = gym.spaces.Box(-bound, bound, dtype=np.float32)
         self._hanging = np.array(_HANGING[spec.system.kind])
-        self.steps = 0  # real-system steps over the env's life: the samples RL pays for
-        self.nonfinite = 0
-        self._x: np.ndarray | None = None
-        self._t = 0
+
+    def state_layout(self) -> StateLayout:
+        """The value artifacts' input names (the nominal system's)."""
+        return self.nominal_system.state_layout()
 
     def wrap(self, x: np.ndarray) -> np.ndarray:
         out = np.array(x, dtype=np.float64)
         out[self.angles] = (out[self.angles] + math.pi) % (2.0 * math.pi) - math.pi
         return out
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
-        if options and "state" in options:
-            x0 = np.asarray(options["state"], dtype=np.float64).reshape(-1)
-            if x0.shape != (self.nx,) or not np.all(np.isfinite(x0)):
-                raise ValueError(f"options['state'] must be {self.nx} finite values")
-        else:
-            noise = self.task.start_noise
-            x0 = self._hanging + self.np_random.uniform(-noise, noise, self.nx)
-        self._x, self._t = self.wrap(x0), 0
-        return self._x.astype(np.float32), {}
+    def _random_start(self) -> np.ndarray:
+        noise = self.task.start_noise
+        return self._hanging + self.np_random.uniform(-noise, noise, self.nx)
 
-    @property
-    def state(self) -> np.ndarray:
-        """The current state in float64 (the observation is its float32 copy)."""
-        assert self._x is not None
-        return self._x.copy()
+    def _place(self, x0: np.ndarray) -> np.ndarray:
+        return self.wrap(x0)
 
-    def step(
-        self, action: np.ndarray
-    ) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
-        if self._x is None or self._t >= self.task.horizon:
-            raise RuntimeError("step() without a running episode: call reset() first")
-        u = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), self._lb, self._ub)
-        self._nominal.calc(self._nominal_data, self._x, u)
-        reward = -float(self._nominal_data.cost)
-        x_next = self.wrap(self.real.step(self._x, u))
-        self.steps += 1
-        self._t += 1
-        if not (np.all(np.isfinite(x_next)) and math.isfinite(reward)):
-            self.nonfinite += 1
-            self._t = self.task.horizon
-            return self._x.astype(np.float32), -1.0e3, True, False, {"nonfinite": True}
-        self._x = x_next
-        return x_next.astype(np.float32), reward, False, self._t == self.task.horizon, {}
+    def _transition(self, x: np.ndarray, action: np.ndarray) -> tuple[np.ndarray, float]:
+        u = np.clip(action.reshape(-1), self._lb, self._ub)
+        self._nominal.calc(self._nominal_data, x, u)
+        return self.wrap(self.real.step(x, u)), -float(self._nominal_data.cost)
 
     def derivatives(self, x: np.ndarray, u: np.ndarray, source: str) -> Derivatives:
         """(dx'/dx, dx'/du, dr/dx, dr/du) at (x, u) from ``source``."""

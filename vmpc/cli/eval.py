@@ -50,7 +50,8 @@ def cmd_eval_horizons(args: argparse.Namespace) -> int:
     variants = ("push",) if args.push else ("no_push",) if args.no_push else ("no_push", "push")
     settings = StudySettings(
         config=args.config,
-        value=args.value,
+        value=args.value[0],
+        more_values=tuple(args.value[1:]),
         starts=args.starts,
         controllers=tuple(args.controllers),
         reference=args.reference,
@@ -63,6 +64,8 @@ def cmd_eval_horizons(args: argparse.Namespace) -> int:
         seed=args.seed,
         overrides=tuple(args.set or ()),
     )
+    if args.sweep and len(args.value) > 1:
+        raise UsageError("--sweep takes one --value; compare two with --controllers")
     plot = not args.no_plots
     if args.sweep:
         sweep_grid(args.horizons, args.terminals)  # bad flags fail before anything loads
@@ -98,7 +101,8 @@ def cmd_eval_compare(args: argparse.Namespace) -> int:
         reference = COMPARE_REFERENCE
     settings = StudySettings(
         config=args.config,
-        value=args.value,
+        value=args.value[0],
+        more_values=tuple(args.value[1:]),
         starts=1,
         controllers=tuple(args.controllers),
         reference=reference,
@@ -123,9 +127,12 @@ def _add_value(p: argparse.ArgumentParser, more: str = "") -> None:
     p.add_argument(
         "--value",
         required=True,
+        nargs="+",
         metavar="PATH",
         help="learned value artifact (inside value.allowed_dirs), used by the *-learned "
-        "controllers" + more,
+        "controllers" + more + "; a 2nd, 3rd, ... path is used by the *-learned2, "
+        "*-learned3, ... controllers (two values side by side, e.g. --value dvp.pt "
+        "critic.pt --controllers T10-learned T10-learned2 T200-quadratic)",
     )
 
 

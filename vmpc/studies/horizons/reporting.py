@@ -72,6 +72,10 @@ def format_table(result: StudyResult) -> str:
         f"= {len(result.runs)} runs",
         f"  value {result.value.path} ({result.value.model_id}), "
         f"{'target-conditioned' if result.value.target_conditioned else 'fixed target'}",
+        *(
+            f"  value {i + 2} (*-learned{i + 2}) {v.path} ({v.model_id}, {v.algorithm})"
+            for i, v in enumerate(result.more_values)
+        ),
         f"  dt {s.dt} s, replan every {s.replan_every} sim steps "
         f"({s.replan_period_ms:g} ms, lockstep), {s.duration_s:g} s per run, "
         f"seed {result.seed}, {s.workers} worker(s)",

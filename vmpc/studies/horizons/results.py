@@ -7,7 +7,7 @@ one place the dataclasses become plain data.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .aggregation import Aggregate
@@ -76,6 +76,7 @@ class StudyResult:
     config: str
     overrides: list[str]  # the user's --set, applied to every run first
     value: ValueInfo
+    more_values: list[ValueInfo] = field(default_factory=list)  # *-learned2, *-learned3, ...
     seed: int
     seed_stream: SeedStream
     settings: ResolvedSettings

@@ -115,7 +115,7 @@ def run_config(
     variant: str,
     spec: ControllerSpec,
     *,
-    value: str,
+    values: Sequence[str],
     duration_s: float,
     replan_every: int,
     push: PushSetup,
@@ -145,7 +145,7 @@ def run_config(
     _assign(cfg.disturbances.random, "enabled", False, "disturbances.random.enabled")
     _assign(cfg.value, "swaps", [], "value.swaps")
     _assign(cfg.ocp, "horizon", spec.horizon, "ocp.horizon")
-    _assign(cfg.ocp.terminal, "kind", spec.terminal_kind(value), "ocp.terminal.kind")
+    _assign(cfg.ocp.terminal, "kind", spec.terminal_kind(values), "ocp.terminal.kind")
     return cfg
 
 
@@ -172,7 +172,7 @@ def replay_overrides(
     variant: str,
     spec: ControllerSpec,
     *,
-    value: str,
+    values: Sequence[str],
     duration_s: float,
     replan_every: int,
     push: PushSetup,
@@ -198,7 +198,7 @@ def replay_overrides(
         f"disturbances.schedule={schedule}",
         "disturbances.random.enabled=false",
         "value.swaps=[]",
-        *spec.overrides(value),
+        *spec.overrides(values),
     ]
 
 

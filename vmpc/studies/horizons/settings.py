@@ -57,24 +57,34 @@ DEFAULT_SWEEP_TERMINALS = TERMINALS
 # own start, target, plant seed and first scheduled push (the demo's run, for `vmpc eval compare`)
 EpisodeSource = Literal["held_out", "config"]
 EPISODE_SOURCES: tuple[EpisodeSource, ...] = ("held_out", "config")
-_LABEL = re.compile(r"^T(\d+)-(" + "|".join(TERMINALS) + r")$")
+# learned2 ... learned9 end in the 2nd ... 9th --value: two values side by side in one study.
+_LABEL = re.compile(r"^T(\d+)-(learned[2-9]?|quadratic|none)$")
 
 
 @dataclass(frozen=True)
 class ControllerSpec:
-    """One compared controller: ``T<horizon>-<terminal>``, terminal learned|quadratic|none."""
+    """One compared controller: ``T<horizon>-<terminal>``, terminal learned|quadratic|none, or
+    learned2 ... learned9 for the 2nd ... 9th value of a study given several."""
 
     label: str
     horizon: int  # running knots T
-    terminal: str  # 'learned', 'quadratic' or 'none'
+    terminal: str  # 'learned', 'learned2', ..., 'quadratic' or 'none'
 
-    def terminal_kind(self, value_path: str) -> str:
-        """``ocp.terminal.kind`` of this controller: the value's path, or the built-in name."""
-        return value_path if self.terminal == "learned" else self.terminal
+    @property
+    def value_index(self) -> int | None:
+        """Which of the study's values this controller ends in (0: the first), or None."""
+        if not self.terminal.startswith("learned"):
+            return None
+        return int(self.terminal[len("learned") :] or 1) - 1
 
-    def overrides(self, value_path: str) -> list[str]:
+    def terminal_kind(self, values: Sequence[str]) -> str:
+        """``ocp.terminal.kind`` of this controller: its value's path, or the built-in name."""
+        i = self.value_index
+        return self.terminal if i is None else values[i]
+
+    def overrides(self, values: Sequence[str]) -> list[str]:
         """The ``--set`` strings that select this controller (recorded in horizons.json)."""
-        kind = self.terminal_kind(value_path)
+        kind = self.terminal_kind(values)
         return [f"ocp.horizon={self.horizon}", f"ocp.terminal.kind={json.dumps(kind)}"]
 
 
@@ -85,8 +95,8 @@ def parse_controllers(labels: Sequence[str]) -> list[ControllerSpec]:
         m = _LABEL.match(label)
         if m is None or int(m.group(1)) <= 0:
             raise VmpcError(
-                f"--controllers: '{label}' is not T<horizon>-<learned|quadratic|none>, "
-                f"e.g. T10-learned"
+                f"--controllers: '{label}' is not T<horizon>-<learned|quadratic|none> "
+                f"(learned2 ... learned9: the 2nd ... 9th --value), e.g. T10-learned"
             )
         if any(s.label == label for s in specs):
             raise VmpcError(f"--controllers: '{label}' is listed twice")
@@ -142,6 +152,7 @@ class StudySettings:
 
     config: str | Path  # run config of the task
     value: str | Path  # learned value artifact, used by the *-learned controllers
+    more_values: tuple[str | Path, ...] = ()  # the *-learned2, *-learned3, ... controllers
     starts: int = 20  # held-out episodes
     controllers: tuple[str, ...] = DEFAULT_CONTROLLERS
     reference: str | None = None  # None: T100-quadratic if listed, else the longest horizon
@@ -168,6 +179,12 @@ class StudySettings:
             )
         elif reference not in labels:
             raise VmpcError(f"--reference: '{reference}' is not among the controllers {labels}")
+        for s in specs:
+            if s.value_index is not None and s.value_index > len(self.more_values):
+                raise VmpcError(
+                    f"--controllers: {s.label} ends in value {s.value_index + 1}, but "
+                    f"--value gives {1 + len(self.more_values)}"
+                )
         if self.starts < 1:
             raise VmpcError(f"--starts: need at least 1 episode, got {self.starts}")
         if self.episodes not in EPISODE_SOURCES:

@@ -53,17 +53,25 @@ def eval_horizons(
     labels = [s.label for s in specs]
     variants = list(settings.variants)
     config, value = str(settings.config), str(settings.value)
+    values = [value, *(str(v) for v in settings.more_values)]
     overrides = list(settings.overrides)
     cfg = load_config(config, overrides)
     duration_s = cfg.run.duration if settings.duration_s is None else float(settings.duration_s)
     if duration_s <= 0:
         raise VmpcError(f"--duration: must be > 0 s, got {duration_s}")
-    meta = _check_value(cfg, value)
-    if meta.task_params not in ([], list(TARGET_PARAMS)):
-        raise VmpcError(
-            f"{value}: task parameters {meta.task_params} are not supported here "
-            f"(expected none or {list(TARGET_PARAMS)})"
-        )
+    metas = [_check_value(cfg, v) for v in values]
+    for v, m in zip(values, metas, strict=True):
+        if m.task_params not in ([], list(TARGET_PARAMS)):
+            raise VmpcError(
+                f"{v}: task parameters {m.task_params} are not supported here "
+                f"(expected none or {list(TARGET_PARAMS)})"
+            )
+        if m.target_conditioned != metas[0].target_conditioned:
+            raise VmpcError(
+                f"--value: {v} and {value} differ in target conditioning; the episodes (fixed "
+                "or held-out targets) must be the same for every value"
+            )
+    meta = metas[0]
     conditioned = meta.target_conditioned
     target_box = meta.trained.task_box if conditioned else None
     p = settings.push
@@ -100,20 +108,21 @@ def eval_horizons(
             episodes[ep_index],
             variant,
             spec,
-            value=value,
+            values=values,
             duration_s=duration_s,
             replan_every=settings.replan_every,
             push=push,
         )
 
-    # Validate the value once, as every worker will (folder, integrity, layout, fingerprint,
+    # Validate each value once, as every worker will (folder, integrity, layout, fingerprint,
     # warm-up, call time): a bad file fails here with one line, before any worker starts.
-    learned = next(
-        (s for s in specs if s.terminal == "learned"),
-        ControllerSpec("check", cfg.ocp.horizon, "learned"),
-    )
-    with ClosedLoop(config_of(0, variants[0], learned)) as loop:
-        model_id = loop.ocp.terminal.label
+    model_ids = []
+    for i in range(len(values)):
+        terminal = "learned" if i == 0 else f"learned{i + 1}"
+        with ClosedLoop(
+            config_of(0, variants[0], ControllerSpec("check", cfg.ocp.horizon, terminal))
+        ) as loop:
+            model_ids.append(loop.ocp.terminal.label)
 
     combos = [(ep, variant, spec) for ep in episodes for variant in variants for spec in specs]
     jobs = [
@@ -127,20 +136,25 @@ def eval_horizons(
     wall_s = time.perf_counter() - t0
     add_cost_ratios(rows, reference)
 
+    infos = [
+        ValueInfo(
+            path=v,
+            model_id=mid,
+            task_params=m.task_params,
+            target_conditioned=conditioned,
+            target_box=m.trained.task_box if conditioned else None,
+            weights_sha256=m.weights_sha256,
+            algorithm=m.provenance.algorithm,
+        )
+        for v, m, mid in zip(values, metas, model_ids, strict=True)
+    ]
     result = StudyResult(
         study="vmpc eval compare" if settings.episodes == "config" else "vmpc eval horizons",
         date=time.strftime("%Y-%m-%dT%H:%M:%S"),
         config=config,
         overrides=overrides,
-        value=ValueInfo(
-            path=value,
-            model_id=model_id,
-            task_params=meta.task_params,
-            target_conditioned=conditioned,
-            target_box=target_box,
-            weights_sha256=meta.weights_sha256,
-            algorithm=meta.provenance.algorithm,
-        ),
+        value=infos[0],
+        more_values=infos[1:],
         seed=settings.seed,
         seed_stream=SeedStream(entropy=settings.seed, spawn_key=[EVAL_STREAM]),
         settings=ResolvedSettings(
@@ -160,7 +174,7 @@ def eval_horizons(
             episodes=settings.episodes,
         ),
         controllers=labels,
-        controller_overrides={s.label: s.overrides(value) for s in specs},
+        controller_overrides={s.label: s.overrides(values) for s in specs},
         reference=reference,
         episodes=episodes,
         runs=rows,
