@@ -289,8 +289,9 @@ def add_train_commands(sub: Any) -> None:
         description="Trains an off-policy critic whose TD target is matched in value and in its "
         "derivatives through a model's Jacobians (Schramm et al.; VG-SAC, Gurumurthy et al.). "
         "algorithm: qlearning is the grid-max Q-learning of the 1D toy; algorithm: sac is SAC "
-        "on a swing-up whose data come from the 'real' system and whose Jacobians come from "
-        "sobolev.jacobians (nominal, exact or finite_difference). sobolev.enabled: false is the "
+        "on a swing-up or on the arm (configs/critic_arm.yaml: PyBullet) whose data come from "
+        "the 'real' system and whose Jacobians come from sobolev.jacobians (nominal, exact or "
+        "finite_difference; the arm has no exact). sobolev.enabled: false is the "
         "value-only baseline, same code. Writes config.json, metrics.csv (held-out return or "
         "the toy's errors to the optimum, losses, gradient weights, wall time, environment "
         "steps), curves.png, summary.json and atomic checkpoints (--resume after a kill).",
@@ -305,8 +306,10 @@ def add_train_commands(sub: Any) -> None:
     )
     c.add_argument(
         "--export",
-        help="SAC on a swing-up: also write the critic's state value -min Q(s, mu(s)), "
-        "distilled into the residual value network, as a value artifact here",
+        help="SAC: also write the critic's state value -min Q(s, mu(s)) (less its minimum), "
+        "distilled into the residual value network, as a value artifact here; on the arm it "
+        "carries the MPC config's fingerprint, so the MPC loads it as its terminal value. With "
+        "--resume on a finished run: export without training",
     )
     add_set(c)
     add_quiet(c)

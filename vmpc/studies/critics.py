@@ -311,11 +311,16 @@ def _plot_study(study: CriticsStudy, path: Path) -> None:
     }
     if study.sb3:
         curves["sb3 SAC (reference)"] = [[(p[0], p[1]) for p in study.sb3["curve"]]]
+    final = float(study.reach["sac_final_level"] or 0.0)
+    references = {"SAC final (mean)": final}
+    best = study.reach_best.get("level")
+    if best is not None and best > final:  # SAC fell back from its best: draw both
+        references["SAC best (mean)"] = float(best)
     plot_curves_with_bands(
         curves,
         path,
         title=f"{study.env}: held-out return, mean and min-max over seeds",
-        reference={"SAC final (mean)": float(study.reach["sac_final_level"] or 0.0)},
+        reference=references,
     )
 
 
