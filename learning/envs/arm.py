@@ -10,8 +10,9 @@ the nominal one that gives first-order critics their Jacobians.
   the nominal model's: with a payload on the real arm (``payload_kg``) it is wrong, as on a
   robot carrying an unknown load.
 * **Dynamics**: u is held for one knot of the MPC config (``ocp.dt``, e.g. 10 ms = 10 physics
-  steps at 1 kHz) on :class:`sim.BulletArm` (PyBullet applies the URDF's joint limits; the
-  nominal model does not know them).
+  steps at 1 kHz) on :class:`sim.BulletArm`, the config's own plant (its ``mismatch`` section,
+  plus ``payload_kg``). PyBullet applies the URDF's joint limits; the nominal model does not
+  know them.
 * **Reward**: minus the MPC's running cost at (x, u), the knot's ``cost`` (a rate times dt) of
   the OCP's own running model, so a critic's value and a DVP value of that config measure the
   same cost (a critic's is discounted).
@@ -33,11 +34,12 @@ import pinocchio as pin
 from pydantic import Field
 
 from mpc.config import Config, load_config
+from mpc.errors import ConfigError
 from mpc.ocp import NoTerminal, ReachingOCP
 from mpc.robot_model import build_robot
 from mpc.value.artifact import StateLayout, task_fingerprint
 from sim.bullet_arm import BulletArm
-from sim.specs import MismatchSpec, Strict
+from sim.specs import Strict
 
 from .episodic import StateEpisodeEnv
 from .swingup import Derivatives
@@ -92,11 +94,17 @@ class ArmReachEnv(StateEpisodeEnv):
         self.q_hi = np.minimum(self.q0 + spec.q_spread, robot.q_upper - 0.1)
         self.substeps = round(cfg.ocp.dt / cfg.sim.timestep)
         if self.substeps < 1 or abs(self.substeps * cfg.sim.timestep - cfg.ocp.dt) > 1e-9:
-            raise ValueError(
-                f"ocp.dt ({cfg.ocp.dt}) must be a whole number of sim.timestep ({cfg.sim.timestep})"
+            raise ConfigError(
+                cfg.source,
+                "ocp.dt",
+                f"{cfg.ocp.dt} s is not a whole number of sim.timestep ({cfg.sim.timestep} s): "
+                "an action is held for whole physics steps",
             )
-        mismatch = MismatchSpec(payload_kg=spec.payload_kg)
-        self.real = BulletArm(cfg.robot, urdf, cfg.sim, mismatch)
+        # The config's own plant (its mismatch section), with env.payload_kg on top.
+        plant = cfg.mismatch.model_copy(
+            update={"payload_kg": cfg.mismatch.payload_kg + spec.payload_kg}
+        )
+        self.real = BulletArm(cfg.robot, urdf, cfg.sim, plant)
         ones = np.ones(self.nu, dtype=np.float32)
         self.action_space = gym.spaces.Box(-ones, ones)
         bound = np.concatenate([np.full(self.nq, 2 * math.pi), np.full(self.nq, 1.0e3)])
