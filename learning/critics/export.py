@@ -29,6 +29,7 @@ import torch
 from mpc.value.artifact import TrainedWith, ValueMetadata
 
 from ..datasets import ValueDataset
+from ..envs.arm import ArmReachEnv
 from ..export import export_value
 from ..networks import ResidualValueNet
 from ..sobolev import SobolevFitSpec, fit_sobolev
@@ -40,8 +41,8 @@ __all__ = ["critic_fingerprint", "critic_value_dataset", "export_critic_value"]
 
 def critic_fingerprint(cfg: CriticConfig, env: Any = None) -> str:
     """The value's task fingerprint: the MPC's own on the arm (``env`` an ArmReachEnv)."""
-    if env is not None and hasattr(env, "value_fingerprint"):
-        return str(env.value_fingerprint())
+    if isinstance(env, ArmReachEnv):
+        return env.value_fingerprint()
     section = {"env": cfg.env.model_dump(mode="json"), "gamma": cfg.train.gamma}
     blob = json.dumps(section, sort_keys=True)
     return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()

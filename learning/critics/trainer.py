@@ -1,4 +1,4 @@
-"""A critic run: Q-learning on the 1D toy or SAC / VG-SAC on a swing-up, in chunks of
+"""A critic run: Q-learning on the 1D toy or SAC / VG-SAC on a swing-up or the arm, in chunks of
 ``eval.every`` steps, each chunk evaluated, checkpointed atomically and logged.
 
 A chunk k is: collect (SAC: one environment step, its Jacobians when the critic is first-order,
@@ -79,8 +79,8 @@ def train_critic(
 ) -> CriticResult:
     """Run (or resume) one critic run into ``out``. ``seeds`` > 1 (Q-learning only) trains that
     many independent critics side by side (seeds cfg.seed, +1, ...; one ensemble, one folder).
-    ``export`` (SAC on a swing-up): also write the critic's state value as a value artifact
-    there, and as ``value.pt`` in the run folder."""
+    ``export`` (SAC on a swing-up or the arm): also write the critic's state value as a value
+    artifact there, and as ``value.pt`` in the run folder."""
     out = Path(out)
     if seeds > 1 and cfg.algorithm != "qlearning":
         raise VmpcError("several seeds in one run is for Q-learning on the toy; run SAC per seed")

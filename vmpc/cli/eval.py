@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,11 @@ def cmd_eval_switch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _progress_log(args: argparse.Namespace) -> Callable[[str], None]:
+    """A study's progress lines on stdout, or nowhere with -q."""
+    return (lambda _m: None) if args.quiet else (lambda m: print(m, flush=True))
+
+
 def cmd_eval_critic_toy(args: argparse.Namespace) -> int:
     from vmpc.studies.critics import QUADRATIC_DEFAULTS, format_toy_table, toy_table
 
@@ -237,7 +243,7 @@ def cmd_eval_critic_toy(args: argparse.Namespace) -> int:
         overrides=list(args.set or []),
         quadratic_overrides=args.quadratic_set or list(QUADRATIC_DEFAULTS),
         workers=args.workers,
-        log=(lambda _m: None) if args.quiet else (lambda m: print(m, flush=True)),
+        log=_progress_log(args),
     )
     print(format_toy_table(table))
     print(f"table.json, slices.png and one run folder per row in {out}")
@@ -258,7 +264,7 @@ def cmd_eval_critics(args: argparse.Namespace) -> int:
         overrides=list(args.set or []),
         sb3=args.sb3,
         workers=args.workers,
-        log=(lambda _m: None) if args.quiet else (lambda m: print(m, flush=True)),
+        log=_progress_log(args),
     )
     print(format_critics(study))
     print(f"study.json, returns.png and one run folder per variant and seed in {out}")

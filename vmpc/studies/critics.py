@@ -285,21 +285,20 @@ def critics_study(
 
 
 def analyse(study: CriticsStudy) -> None:
-    """The steps each variant's mean curve needs to first reach SAC's final mean return, and
-    the level half way to it from the start (the median of SAC's first five evaluations: one
-    early evaluation of a random policy can be far off)."""
+    """The steps each variant's mean curve needs to first reach SAC's final mean return, SAC's
+    best mean return, and the level half way to the final from the start (the median of SAC's
+    first five evaluations: one early evaluation of a random policy can be far off)."""
     x, y = _mean_curve(study.variants["sac"])
     level, half = float(y[-1]), 0.5 * (float(np.median(y[:5])) + float(y[-1]))
+    best = float(y.max())
     for v, runs in study.variants.items():
         xv, yv = _mean_curve(runs)
         study.reach[v] = _first_reach(xv, yv, level)
         study.reach_half[v] = _first_reach(xv, yv, half)
+        study.reach_best[v] = _first_reach(xv, yv, best)
     study.reach["sac_final_level"] = level
     study.reach["sac_reach"] = study.reach["sac"]
     study.reach_half["level"] = half
-    best = float(y.max())
-    for v, runs in study.variants.items():
-        study.reach_best[v] = _first_reach(*_mean_curve(runs), best)
     study.reach_best["level"] = best
 
 
